@@ -82,10 +82,17 @@ class JwksFile:
 
 
 class JwksUrl:
-    def __init__(self, url: str, http: httpx.AsyncClient | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        http: httpx.AsyncClient | None,
+        ttl_s: float = JWKS_TTL_S,
+        refetch_interval_s: float = REFETCH_INTERVAL_S,
+    ) -> None:
         self.url = url
         self._http = http
-        self._cache: TTLCache[str, dict[str, dict[str, Any]]] = TTLCache(maxsize=1, ttl=JWKS_TTL_S)
+        self.refetch_interval_s = refetch_interval_s
+        self._cache: TTLCache[str, dict[str, dict[str, Any]]] = TTLCache(maxsize=1, ttl=ttl_s)
         self._last_good: dict[str, dict[str, Any]] = {}
         self._last_fetch = float("-inf")
         self._lock = asyncio.Lock()
@@ -93,18 +100,23 @@ class JwksUrl:
 
     async def get(self, kid: str) -> dict[str, Any] | None:
         keys = self._cache.get("keys")
-        if keys is None or (_select(keys, kid) is None and self._may_refetch()):
+        if keys is None:
+            keys = await self._refresh(None) if self._may_refetch() else self._last_good
+        elif _select(keys, kid) is None and self._may_refetch():
             keys = await self._refresh(keys)
         return _select(keys, kid)
 
     def _may_refetch(self) -> bool:
-        return time.monotonic() - self._last_fetch >= REFETCH_INTERVAL_S
+        # A fetch under way counts as allowed: waiting for it is how concurrent requests share it.
+        return self._lock.locked() or time.monotonic() - self._last_fetch >= self.refetch_interval_s
 
     async def _refresh(self, seen: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
         async with self._lock:
             current = self._cache.get("keys")
             if current is not None and current is not seen:
                 return current  # another request refreshed while this one waited
+            if time.monotonic() - self._last_fetch < self.refetch_interval_s:
+                return current if current is not None else self._last_good
             self._last_fetch = time.monotonic()
             self.fetches += 1
             try:
