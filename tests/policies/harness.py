@@ -61,7 +61,9 @@ class PolicyApp:
             principal = await self.authenticator.authenticate(request)
         except AuthFailure as failure:
             payload = {"error": {"code": failure.code, "message": failure.message}}
-            await self._respond(send, failure.status, json.dumps(payload).encode(), failure.headers + cors_headers)
+            await self._respond(
+                send, failure.status, json.dumps(payload).encode(), failure.headers + cors_headers
+            )
             return
         self.target_hits += 1
         payload = {"kind": principal.kind, "id": principal.id, "claims": dict(principal.claims)}

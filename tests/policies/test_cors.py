@@ -45,7 +45,9 @@ def credentialed() -> Iterator[tuple[PolicyApp, httpx.Client]]:
     )
 
 
-def preflight(client: httpx.Client, origin: str, method: str = "POST", req_headers: str = "") -> httpx.Response:
+def preflight(
+    client: httpx.Client, origin: str, method: str = "POST", req_headers: str = ""
+) -> httpx.Response:
     headers = {"origin": origin, "access-control-request-method": method}
     if req_headers:
         headers["access-control-request-headers"] = req_headers
@@ -56,7 +58,9 @@ def cors_headers(response: httpx.Response) -> dict[str, str]:
     return {k: v for k, v in response.headers.items() if k.startswith("access-control-")}
 
 
-def test_preflight_for_allowed_origin_is_answered_without_the_target(strict: tuple[PolicyApp, httpx.Client]) -> None:
+def test_preflight_for_allowed_origin_is_answered_without_the_target(
+    strict: tuple[PolicyApp, httpx.Client],
+) -> None:
     app, client = strict
     response = preflight(client, APP, "POST", "content-type")
     assert response.status_code == 200
@@ -71,7 +75,9 @@ def test_preflight_for_allowed_origin_is_answered_without_the_target(strict: tup
     assert app.target_hits == 0 and app.requests == []
 
 
-@pytest.mark.parametrize("origin", ["https://evil.example", "https://app.example.evil", "http://app.example", "null"])
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "https://app.example.evil", "http://app.example", "null"]
+)
 def test_preflight_for_other_origin_carries_no_cors_header(
     strict: tuple[PolicyApp, httpx.Client], origin: str
 ) -> None:
@@ -129,7 +135,9 @@ def test_options_without_request_method_is_not_a_preflight(strict: tuple[PolicyA
     assert app.target_hits == 1  # went to the target like any OPTIONS request
 
 
-def test_wildcard_without_credentials_sends_star_and_no_vary(wildcard: tuple[PolicyApp, httpx.Client]) -> None:
+def test_wildcard_without_credentials_sends_star_and_no_vary(
+    wildcard: tuple[PolicyApp, httpx.Client],
+) -> None:
     _, client = wildcard
     response = preflight(client, "https://any.example", "PUT", "x-a, x-b")
     assert cors_headers(response) == {

@@ -136,7 +136,9 @@ def test_alg_confusion_hs256_signed_with_rsa_public_key(jwks_file: Path) -> None
         Auth(type="jwt", secret_env="JWT_SECRET", jwks_file=jwks_file, algorithms=("RS256", "HS256")), ENV
     )
     assert failure(both, token).message == "signature verification failed"
-    assert check(both, jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"})).id == "user-1"
+    assert (
+        check(both, jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"})).id == "user-1"
+    )
 
 
 def test_wrong_key(jwks_file: Path) -> None:
@@ -166,7 +168,11 @@ def test_tampered_payload() -> None:
         (claims(nbf=int(time.time()) + 600), {}, "token is not valid yet"),
         (claims(aud="other"), {"audience": "api"}, "token audience is not accepted"),
         (claims(aud=None), {"audience": "api"}, "token lacks the aud claim"),
-        (claims(iss="https://evil.example"), {"issuer": "https://issuer.example"}, "token issuer is not accepted"),
+        (
+            claims(iss="https://evil.example"),
+            {"issuer": "https://issuer.example"},
+            "token issuer is not accepted",
+        ),
         (claims(exp=None), {}, "token lacks the exp claim"),
     ],
 )
@@ -236,7 +242,9 @@ def test_jwks_url_is_fetched_lazily_once_and_cached(jwks_server: JwksServer) -> 
 def test_jwks_url_refetches_on_unknown_kid_after_rotation(jwks_server: JwksServer) -> None:
     async def scenario() -> None:
         async with httpx.AsyncClient() as http:
-            auth = JwtAuth(("RS256",), None, JwksUrl(jwks_server.url, http, refetch_interval_s=0.2), None, None, 0)
+            auth = JwtAuth(
+                ("RS256",), None, JwksUrl(jwks_server.url, http, refetch_interval_s=0.2), None, None, 0
+            )
             old = jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "k1"})
             assert (await auth.authenticate(request(old))).id == "user-1"
             jwks_server.document = {"keys": [rsa_jwk(RSA_OTHER, "k2")]}
