@@ -1,0 +1,206 @@
+"""Host side of the fastcall test guest: build it once, link every `edgefn:fastcall/host` shape, run it.
+
+Shared by the tests in this package and by `bench/wasm_calls.py`, so that the benchmark measures
+exactly the calls the tests prove correct.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from wasmtime import Engine, Store
+from wasmtime.component import Component, Linker, Record, ResourceAny, ResourceHost, ResourceType, Variant
+
+GUEST_DIR = Path(__file__).parent / "guests" / "fastcall"
+REPO = Path(__file__).resolve().parents[2]
+CACHE_DIR = Path(os.environ.get("EDGEFN_FASTCALL_CACHE", REPO / ".edgefn-cache" / "wasm_fastcall"))
+WORLD = "fastcall"
+BLOB_TYPE_ID = 0xB10B
+COMPONENTIZE_PY = Path(sys.executable).with_name("componentize-py")
+
+
+def pattern(n: int) -> bytes:
+    """Bytes that differ at every offset modulo 251, so a shifted or dropped byte shows."""
+    block = bytes(i % 251 for i in range(251))
+    return (block * (n // 251 + 1))[:n]
+
+
+def _guest_digest() -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in GUEST_DIR.rglob("*") if p.is_file() and p.suffix in {".py", ".wit"}):
+        h.update(path.relative_to(GUEST_DIR).as_posix().encode())
+        h.update(path.read_bytes())
+    version = subprocess.run([str(COMPONENTIZE_PY), "--version"], capture_output=True, text=True, check=True)
+    h.update(version.stdout.encode())
+    return h.hexdigest()[:16]
+
+
+# Local stand-in for `wasm_runtime.build.ensure_built` (not committed yet when this was written):
+# switch to it once it exists. Builds by content hash, so an unchanged guest is never rebuilt.
+def guest_wasm() -> Path:
+    """Path of the built guest component, building it (about 7 s) only if its sources changed."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    out = CACHE_DIR / f"fastcall-{_guest_digest()}.wasm"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
+        tmp_out = Path(tmp) / "guest.wasm"
+        subprocess.run(
+            [str(COMPONENTIZE_PY), "-q", "-d", str(GUEST_DIR / "wit"), "-w", WORLD, "componentize",
+             "-s", "-p", str(GUEST_DIR), "app", "-o", str(tmp_out)],
+            check=True,
+        )
+        os.replace(tmp_out, out)
+    return out
+
+
+def load_guest(engine: Engine) -> Component:
+    """The guest compiled for `engine`'s default config, from a serialized cache (ms, not seconds)."""
+    wasm = guest_wasm()
+    cwasm = wasm.with_suffix(".cwasm")
+    if not cwasm.exists():
+        component = Component.from_file(engine, str(wasm))
+        fd, tmp = tempfile.mkstemp(dir=CACHE_DIR)
+        with os.fdopen(fd, "wb") as f:
+            f.write(component.serialize())
+        os.replace(tmp, cwasm)
+        return component
+    return Component.deserialize_file(engine, str(cwasm))
+
+
+class Host:
+    """Python implementations of `edgefn:fastcall/host`; each answer depends on every input byte."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[int, bytearray] = {}
+        self.next_rep = 1
+        self.received: list[tuple[str, Any]] = []
+        self.record_calls = True
+
+    def _seen(self, name: str, value: Any) -> None:
+        if self.record_calls:
+            self.received.append((name, value))
+
+    def funcs(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "noop": lambda store: None,
+            "add": lambda store, a, b: (a + b) & 0xFFFFFFFF,
+            "echo": self.echo,
+            "sink": self.sink,
+            "source": lambda store, n: pattern(n),
+            "try-read": self.try_read,
+            "maybe": self.maybe,
+            "reshape": self.reshape,
+            "retag": self.retag,
+            "pair-echo": self.pair_echo,
+            "words": self.words,
+            "strings": self.strings,
+            "nested": self.nested,
+            "[constructor]blob": self.blob_new,
+            "[method]blob.append": self.blob_append,
+            "[method]blob.take": self.blob_take,
+        }
+
+    def echo(self, store: Any, data: bytes) -> bytes:
+        self._seen("echo", data)
+        return data
+
+    def sink(self, store: Any, data: bytes) -> int:
+        self._seen("sink", data)
+        return len(data)
+
+    def try_read(self, store: Any, n: int, fail: bool) -> bytes | str:
+        return f"failed after {n}" if fail else pattern(n)
+
+    def maybe(self, store: Any, data: bytes | None) -> bytes | None:
+        self._seen("maybe", data)
+        return None if data is None else data[::-1]
+
+    def reshape(self, store: Any, s: bytes | str | int | None) -> bytes | str | int | None:
+        self._seen("reshape", s)
+        if isinstance(s, bytes):
+            return s[::-1]
+        if isinstance(s, str):
+            return s.upper()
+        if isinstance(s, int):
+            return (s + 1) & 0xFFFFFFFF
+        return None
+
+    def retag(self, store: Any, v: Variant) -> Variant:
+        self._seen("retag", (v.tag, v.payload))
+        return Variant("right" if v.tag == "left" else "left", v.payload[::-1] + b"!")
+
+    def pair_echo(self, store: Any, p: Record) -> Record:
+        self._seen("pair", (p.name, p.body))
+        out = Record()
+        out.name = p.name + "!"
+        out.body = p.body[::-1]
+        return out
+
+    def words(self, store: Any, items: list[int]) -> list[int]:
+        self._seen("words", items)
+        return [x ^ 0xDEADBEEF for x in items]
+
+    def strings(self, store: Any, items: list[str]) -> list[str]:
+        self._seen("strings", items)
+        return [s.upper() for s in reversed(items)]
+
+    def nested(self, store: Any, items: list[bytes]) -> list[bytes]:
+        self._seen("nested", items)
+        return [b[::-1] for b in reversed(items)]
+
+    def blob_new(self, store: Any, data: bytes) -> ResourceHost:
+        rep = self.next_rep
+        self.next_rep += 1
+        self.blobs[rep] = bytearray(data)
+        return ResourceHost.own(rep, BLOB_TYPE_ID)
+
+    def blob_append(self, store: Any, this: ResourceAny, data: bytes) -> int:
+        blob = self.blobs[this.to_host(store).rep]
+        blob += data
+        return len(blob)
+
+    def blob_take(self, store: Any, this: ResourceAny) -> bytes:
+        return bytes(self.blobs[this.to_host(store).rep])
+
+    def blob_drop(self, store: Any, rep: int) -> None:
+        del self.blobs[rep]
+
+
+def make_linker(engine: Engine, host: Host) -> Linker:
+    linker = Linker(engine)
+    with linker.root() as root, root.add_instance("edgefn:fastcall/host") as inst:
+        inst.add_resource("blob", ResourceType.host(BLOB_TYPE_ID), host.blob_drop)
+        for name, func in host.funcs().items():
+            inst.add_func(name, func)
+    return linker
+
+
+class Guest:
+    """One instance of the test guest in its own Store."""
+
+    def __init__(self, engine: Engine, linker: Linker, component: Component) -> None:
+        self.store = Store(engine)
+        self.instance = linker.instantiate(self.store, component)
+        self._funcs: dict[str, Any] = {}
+
+    def call(self, name: str, *args: Any) -> Any:
+        func = self._funcs.get(name)
+        if func is None:
+            func = self._funcs[name] = self.instance.get_func(self.store, name)
+            if func is None:
+                raise LookupError(f"guest exports no function {name!r}")
+        result = func(self.store, *args)
+        func.post_return(self.store)
+        return result
+
+    def run(self, op: str, data: bytes = b"", n: int = 0) -> bytes:
+        result: bytes = self.call("run", op, data, n)
+        return result
