@@ -113,6 +113,8 @@ def test_security_token_is_signed_and_allowed(served: tuple[PolicyApp, Served]) 
         ({"tamper": {"authorization": ""}}, "missing_authentication_token"),
         ({"tamper": {"authorization": "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/x"}}, "incomplete_signature"),
         ({"tamper": {"authorization": "Basic dXNlcjpwYXNz"}}, "incomplete_signature"),
+        ({"tamper": {"x-amz-date": "20261399T250000Z"}}, "incomplete_signature"),
+        ({"tamper": {"x-amz-date": "yesterday"}}, "incomplete_signature"),
     ],
 )
 def test_tampered_or_wrong_requests_are_403(
@@ -280,3 +282,17 @@ def test_curl_capture_replayed_with_changed_body_fails(served: tuple[PolicyApp, 
     with pytest.raises(AuthFailure) as info:
         asyncio.run(app.authenticator.authenticate(captured, now=later))  # type: ignore[call-arg]
     assert info.value.code == "signature_expired"
+
+
+def test_garbage_signature_is_a_clean_403(served: tuple[PolicyApp, Served]) -> None:
+    app, server = served
+    assert send_signed(server, "GET", "/fn")[0] == 200
+    good = app.requests[-1]
+    for signature in ("Signature=\u00e9\u00e9", "Signature=" + "0" * 64, "Signature=abc"):
+        authorization = good.headers["authorization"].rsplit("Signature=", 1)[0] + signature
+        changed = dataclasses.replace(
+            good, headers=Headers({**dict(good.headers), "authorization": authorization})
+        )
+        with pytest.raises(AuthFailure) as info:
+            asyncio.run(app.authenticator.authenticate(changed))
+        assert info.value.code == "invalid_signature"

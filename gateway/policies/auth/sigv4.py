@@ -141,7 +141,10 @@ def _request_time(headers: Mapping[str, str]) -> tuple[datetime, str]:
     if amz is not None:
         if not _AMZ_DATE.fullmatch(amz.strip()):
             raise _forbidden("incomplete_signature", "X-Amz-Date must be YYYYMMDD'T'HHMMSS'Z'")
-        when = datetime.strptime(amz.strip(), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        try:
+            when = datetime.strptime(amz.strip(), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError as exc:
+            raise _forbidden("incomplete_signature", "X-Amz-Date is not a valid time") from exc
         return when, "x-amz-date"
     date = header(headers, "date")
     if date is None:
@@ -234,6 +237,7 @@ class SigV4Auth:
         payload_hash = self._payload_hash(request)
         scope = f"{scope_date}/{region}/{service}/aws4_request"
         key = signing_key(secret, scope_date, region, service)
+        presented = signature.encode("latin-1", "replace")  # compare_digest refuses non-ASCII str
         matched = False
         for uri in canonical_uris(request.path):
             for query in canonical_queries(request.query_string):
@@ -250,8 +254,8 @@ class SigV4Auth:
                 to_sign = "\n".join(
                     [ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
                 )
-                expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-                matched |= hmac.compare_digest(expected, signature)
+                expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest().encode()
+                matched |= hmac.compare_digest(expected, presented)
         if not matched:
             raise _forbidden(
                 "invalid_signature",
