@@ -20,6 +20,8 @@ import pytest
 from botocore.auth import SigV4Auth as BotoSigV4
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
 from gateway.policies.auth import AuthFailure, AuthRequest, AuthSetupError, build_authenticator
@@ -296,3 +298,28 @@ def test_garbage_signature_is_a_clean_403(served: tuple[PolicyApp, Served]) -> N
         with pytest.raises(AuthFailure) as info:
             asyncio.run(app.authenticator.authenticate(changed))
         assert info.value.code == "invalid_signature"
+
+
+segment = st.text(st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=8)
+query_part = st.text(st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    segments=st.lists(segment, min_size=1, max_size=4),
+    params=st.lists(st.tuples(query_part, query_part), max_size=4),
+    body=st.binary(max_size=64),
+)
+def test_botocore_signatures_verify_for_arbitrary_paths_and_queries(
+    segments: list[str], params: list[tuple[str, str]], body: bytes
+) -> None:
+    # As botocore's serializers do: the URL path arrives percent-encoded, the query as params.
+    path = "/" + "/".join(quote(s, safe="") for s in segments)
+    request = AWSRequest(method="POST", url="http://fn.local" + path, data=body, params=params)
+    BotoSigV4(Credentials(KEY_ID, SECRET), "lambda", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    sent_query = prepared.url.partition("?")[2]
+    headers = Headers({k.lower(): v for k, v in prepared.headers.items()} | {"host": "fn.local"})
+    captured = AuthRequest("POST", path, sent_query, headers, body)
+    auth = SigV4Auth({KEY_ID: SECRET}, "lambda", "us-east-1")
+    assert asyncio.run(auth.authenticate(captured)).id == KEY_ID
