@@ -446,13 +446,13 @@ class _Loader:
                 )
         hmac = [a for a in algorithms if a.startswith("HS")]
         public = [a for a in algorithms if a in values.JWT_ALGORITHMS and not a.startswith("HS")]
-        if hmac and ("jwks_file" in t.data or "jwks_url" in t.data):
+        if len(sources) == 1 and hmac and ("jwks_file" in t.data or "jwks_url" in t.data):
             self.problems.add(
                 key,
                 f"{', '.join(hmac)} cannot be used with a JWKS key source "
                 "(a public key would become an HMAC secret)",
             )
-        if public and "secret_env" in t.data:
+        if len(sources) == 1 and public and "secret_env" in t.data:
             self.problems.add(
                 key, f"{', '.join(public)} need a public key: use jwks_file or jwks_url, not secret_env"
             )
@@ -572,7 +572,7 @@ class _Loader:
         except ValueError as exc:
             t.add("path", str(exc))
         methods: tuple[str, ...] = ()
-        if "methods" in t.data:
+        if not isinstance(t.raw("methods"), Missing):
             methods = self._tokens(t, "methods", upper=True)
             if "*" in methods:
                 t.add("methods", "'*' is not a method; omit methods to allow every method")
