@@ -1,0 +1,49 @@
+"""The sandbox: a Python host of the wasi:http/proxy world on wasmtime's component API.
+
+The gateway uses `Runtime.load` at deploy or start-up and `Runtime.invoke` per request; nothing
+here imports the gateway.
+"""
+
+from .api import (
+    GuestRequest,
+    GuestResponse,
+    InvocationStats,
+    Limits,
+    OutboundRequest,
+    OutboundResponse,
+    OutboundTimeouts,
+    OutboundTransport,
+)
+from .errors import (
+    FunctionError,
+    FunctionFailed,
+    FunctionTimeout,
+    FunctionTrap,
+    InvalidComponent,
+    OutboundDenied,
+    OutboundError,
+)
+from .outbound import HttpxTransport, OutboundPolicy
+from .runtime import LoadedComponent, Runtime
+
+__all__ = [
+    "FunctionError",
+    "FunctionFailed",
+    "FunctionTimeout",
+    "FunctionTrap",
+    "GuestRequest",
+    "GuestResponse",
+    "HttpxTransport",
+    "InvalidComponent",
+    "InvocationStats",
+    "Limits",
+    "LoadedComponent",
+    "OutboundDenied",
+    "OutboundError",
+    "OutboundPolicy",
+    "OutboundRequest",
+    "OutboundResponse",
+    "OutboundTimeouts",
+    "OutboundTransport",
+    "Runtime",
+]

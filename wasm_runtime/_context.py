@@ -1,0 +1,147 @@
+"""Per-invocation state that host functions reach through a thread-local.
+
+Host callbacks run on the worker thread that called into the guest, and one Store is used by one
+thread at a time, so "the current invocation" is simply a thread-local. Every blocking host wait
+goes through `Invocation.wait`, which honours the deadline (epoch interruption only stops wasm
+code, not a host call that is blocked) and cancellation (the client went away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._canon import ResourceTable
+
+if TYPE_CHECKING:
+    from .api import GuestRequest, Limits, OutboundTransport
+    from .outbound import OutboundPolicy
+
+log = logging.getLogger("edgefn.function")
+
+
+class HostAbort(Exception):
+    """Raised inside a host call to stop the guest; the runtime maps it to a FunctionError."""
+
+
+class HostTimeout(HostAbort):
+    pass
+
+
+class HostCancelled(HostAbort):
+    pass
+
+
+class GuestExit(HostAbort):
+    def __init__(self, ok: bool) -> None:
+        super().__init__("guest called wasi:cli/exit " + ("ok" if ok else "with an error"))
+        self.ok = ok
+
+
+class StoreState:
+    """What lives as long as a Store: its resource table."""
+
+    __slots__ = ("table",)
+
+    def __init__(self) -> None:
+        self.table = ResourceTable()
+
+
+class Invocation:
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        request: GuestRequest,
+        limits: Limits,
+        env: Mapping[str, str],
+        outbound: OutboundPolicy,
+        transport: OutboundTransport,
+        request_id: str,
+        log_fn: Callable[[str, str], None] | None,
+    ) -> None:
+        self.loop = loop
+        self.request = request
+        self.limits = limits
+        self.env = list(env.items())
+        self.outbound = outbound
+        self.transport = transport
+        self.request_id = request_id
+        self.log_fn = log_fn
+        self.cond = threading.Condition()
+        self.deadline = time.monotonic() + limits.timeout_s
+        self.cancelled = False
+        self.abort: HostAbort | None = None
+        self.host_error: BaseException | None = None
+        self.response_set = False
+        self.body_read_started = False
+        self.cleanups: list[Callable[[], None]] = []
+
+    def start_clock(self) -> None:
+        self.deadline = time.monotonic() + self.limits.timeout_s
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def wake_threadsafe(self, _: Any = None) -> None:
+        self.wake()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.wake()
+
+    def check(self) -> None:
+        if self.cancelled:
+            raise self._abort(HostCancelled("the client went away"))
+        if time.monotonic() >= self.deadline:
+            raise self._abort(HostTimeout("the function's timeout expired in a host wait"))
+
+    def _abort(self, exc: HostAbort) -> HostAbort:
+        self.abort = exc
+        return exc
+
+    def wait(self, ready: Callable[[], bool], wake_at: float | None = None) -> None:
+        """Blocks the worker thread until `ready()`; wake_at (monotonic s) bounds one sleep."""
+        with self.cond:
+            while not ready():
+                self.check()
+                now = time.monotonic()
+                timeout = self.deadline - now
+                if wake_at is not None:
+                    timeout = min(timeout, wake_at - now)
+                if timeout > 0:
+                    self.cond.wait(timeout)
+
+    def emit_log(self, stream: str, line: str) -> None:
+        if self.log_fn is None:
+            log.info("%s [%s] %s", self.request_id, stream, line)
+            return
+        fn = self.log_fn
+        self.loop.call_soon_threadsafe(fn, stream, line)
+
+
+class _Current(threading.local):
+    inv: Invocation | None = None
+    store: StoreState | None = None
+
+
+current = _Current()
+
+
+def inv() -> Invocation:
+    i = current.inv
+    if i is None:
+        raise RuntimeError("host call outside an invocation")
+    return i
+
+
+def table() -> ResourceTable:
+    s = current.store
+    if s is None:
+        raise RuntimeError("host call outside a store")
+    return s.table

@@ -1,0 +1,371 @@
+"""wasi:io on the host: pollables, input streams fed from async iterators, output streams with
+backpressure into bounded queues that the event loop drains.
+
+Direction loop -> guest (`ChunkSource`): at most one chunk is requested ahead from the async
+iterator (`run_coroutine_threadsafe`), so a client body is read only as the guest asks for it.
+Direction guest -> loop (`ChunkSink`): flushed writes become chunks in a queue bounded by bytes;
+`check-write` reports the room left and the write pollable is not ready while it is full, so a
+slow reader blocks the guest, not the gateway's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from wasmtime.component import Variant
+
+from ._canon import Err, HostResource, Ok
+from ._context import Invocation, inv
+from .ids import RID
+
+SINK_CAPACITY = 1 << 20
+AUTO_FLUSH = 64 << 10
+LOG_LINE_MAX = 16 << 10
+
+CLOSED = Variant("closed")
+
+
+class IoError(HostResource):
+    resource_id = RID.IO_ERROR
+
+    def __init__(self, message: str, http_code: Variant | None = None) -> None:
+        self.message = message
+        self.http_code = http_code
+
+
+def failed(message: str, http_code: Variant | None = None) -> Err:
+    return Err(Variant("last-operation-failed", IoError(message, http_code)))
+
+
+class Pollable(HostResource):
+    resource_id = RID.POLLABLE
+
+    def __init__(self, ready: Callable[[], bool], wake_at: float | None = None) -> None:
+        self._ready = ready
+        self.wake_at = wake_at
+
+    def ready(self) -> bool:
+        return self._ready()
+
+    def block(self) -> None:
+        inv().wait(self._ready, self.wake_at)
+
+
+def always_ready() -> Pollable:
+    return Pollable(lambda: True)
+
+
+def timer(at_monotonic_ns: int) -> Pollable:
+    at_s = at_monotonic_ns / 1e9
+    return Pollable(lambda: time.monotonic_ns() >= at_monotonic_ns, wake_at=at_s)
+
+
+def poll(pollables: list[Pollable]) -> list[int]:
+    if not pollables:
+        raise ValueError("poll with an empty list")
+    found: list[int] = []
+    wake_at = min((p.wake_at for p in pollables if p.wake_at is not None), default=None)
+
+    def any_ready() -> bool:
+        found.extend(i for i, p in enumerate(pollables) if p.ready())
+        return bool(found)
+
+    inv().wait(any_ready, wake_at)
+    return found
+
+
+async def _next_chunk(it: AsyncIterator[bytes]) -> bytes:
+    while True:
+        chunk = await it.__anext__()
+        if chunk:
+            return bytes(chunk)
+
+
+class ChunkSource:
+    """Bytes from an async iterator on the loop, read from the worker thread."""
+
+    def __init__(self, invocation: Invocation, it: AsyncIterator[bytes] | None) -> None:
+        self._inv = invocation
+        self._it = it
+        self._buf = b""
+        self._pos = 0
+        self.eof = it is None
+        self.error: BaseException | None = None
+        self._pending: concurrent.futures.Future[bytes] | None = None
+        self.started = False
+
+    def _harvest(self) -> None:
+        p = self._pending
+        if p is None or not p.done():
+            return
+        self._pending = None
+        try:
+            self._buf = p.result()
+            self._pos = 0
+        except StopAsyncIteration:
+            self.eof = True
+        except concurrent.futures.CancelledError:
+            self.error = ConnectionError("body read was cancelled")
+        except Exception as exc:  # the client or the origin failed mid-body: the guest sees it
+            self.error = exc
+
+    def _fetch(self) -> None:
+        if self._pending is None and not self.eof and self.error is None and self._it is not None:
+            self.started = True
+            self._pending = asyncio.run_coroutine_threadsafe(_next_chunk(self._it), self._inv.loop)
+            self._pending.add_done_callback(self._inv.wake_threadsafe)
+
+    def ready(self) -> bool:
+        self._harvest()
+        if self._pos < len(self._buf) or self.eof or self.error is not None:
+            return True
+        self._fetch()
+        return False
+
+    def read(self, n: int) -> Ok | Err:
+        self._harvest()
+        if self._pos < len(self._buf):
+            end = self._pos + n
+            data = self._buf[self._pos : end] if self._pos or end < len(self._buf) else self._buf
+            self._pos = min(end, len(self._buf))
+            if self._pos >= len(self._buf):
+                self._buf, self._pos = b"", 0
+            return Ok(data)
+        if self.error is not None:
+            return failed(f"body read failed: {self.error}", getattr(self.error, "http_code", None))
+        if self.eof:
+            return Err(CLOSED)
+        self._fetch()
+        return Ok(b"")
+
+    def blocking_read(self, n: int) -> Ok | Err:
+        self._inv.wait(self.ready)
+        return self.read(n)
+
+    def close(self) -> None:
+        p = self._pending
+        if p is not None and not p.done():
+            p.cancel()
+
+
+class ChunkSink:
+    """Flushed guest writes, queued for a consumer on the event loop."""
+
+    def __init__(self, invocation: Invocation, capacity: int = SINK_CAPACITY) -> None:
+        self._inv = invocation
+        self._loop = invocation.loop
+        self.capacity = capacity
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self.closed = False
+        self.error: BaseException | None = None
+        self.consumer_gone = False
+        self._event = asyncio.Event()
+
+    # worker side
+    def room(self) -> int:
+        return max(0, self.capacity - self._queued)
+
+    def push(self, chunk: bytes) -> None:
+        with self._inv.cond:
+            self._chunks.append(chunk)
+            self._queued += len(chunk)
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    def close(self, error: BaseException | None = None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.error = error
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    # loop side
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yields each flushed chunk; raises the error the sink was closed with."""
+        try:
+            while True:
+                while not self._chunks:
+                    if self.closed:
+                        if self.error is not None:
+                            raise self.error
+                        return
+                    self._event.clear()
+                    if self._chunks or self.closed:
+                        continue
+                    await self._event.wait()
+                with self._inv.cond:
+                    chunk = self._chunks.popleft()
+                    self._queued -= len(chunk)
+                    self._inv.cond.notify_all()
+                yield chunk
+        finally:
+            if not (self.closed and not self._chunks):
+                self.consumer_gone = True
+                self._inv.wake()
+
+
+class LineSink:
+    """stdout/stderr: split into lines, each one handed to the invocation's log function."""
+
+    def __init__(self, invocation: Invocation, name: str) -> None:
+        self._inv = invocation
+        self.name = name
+        self._buf = bytearray()
+        self.closed = False
+        self.consumer_gone = False
+
+    def room(self) -> int:
+        return 1 << 20
+
+    def push(self, data: bytes) -> None:
+        self._buf += data
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > LOG_LINE_MAX:
+                    self._emit(bytes(self._buf[:LOG_LINE_MAX]))
+                    del self._buf[:LOG_LINE_MAX]
+                    continue
+                return
+            self._emit(bytes(self._buf[:nl]))
+            del self._buf[: nl + 1]
+
+    def _emit(self, line: bytes) -> None:
+        self._inv.emit_log(self.name, line.decode("utf-8", "replace").rstrip("\r"))
+
+    def close(self, error: BaseException | None = None) -> None:
+        if self._buf:
+            self._emit(bytes(self._buf))
+            self._buf.clear()
+        self.closed = True
+
+
+Sink = ChunkSink | LineSink
+
+
+class InputStream(HostResource):
+    resource_id = RID.INPUT_STREAM
+
+    def __init__(self, source: ChunkSource, on_read: Callable[[], None] | None = None) -> None:
+        self.source = source
+        self._on_read = on_read
+
+    def read(self, n: int) -> Ok | Err:
+        if self._on_read:
+            self._on_read()
+        return self.source.read(n)
+
+    def blocking_read(self, n: int) -> Ok | Err:
+        if self._on_read:
+            self._on_read()
+        return self.source.blocking_read(n)
+
+    def skip(self, n: int) -> Ok | Err:
+        r = self.read(n)
+        return Ok(len(r.value)) if isinstance(r, Ok) else r
+
+    def blocking_skip(self, n: int) -> Ok | Err:
+        r = self.blocking_read(n)
+        return Ok(len(r.value)) if isinstance(r, Ok) else r
+
+    def subscribe(self) -> Pollable:
+        return Pollable(self.source.ready)
+
+
+class OutputStream(HostResource):
+    resource_id = RID.OUTPUT_STREAM
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self._pending = bytearray()
+
+    def _gone(self) -> bool:
+        return self.sink.consumer_gone or self.sink.closed
+
+    def _push_pending(self) -> None:
+        if self._pending:
+            self.sink.push(bytes(self._pending))
+            self._pending.clear()
+
+    def _room(self) -> int:
+        return max(0, self.sink.room() - len(self._pending))
+
+    def check_write(self) -> Ok | Err:
+        if self._gone():
+            return Err(CLOSED)
+        n = self._room()
+        if n == 0 and self._pending:
+            self._push_pending()
+            n = self._room()
+        return Ok(n)
+
+    def write(self, data: bytes) -> Ok | Err:
+        if self._gone():
+            return Err(CLOSED)
+        self._pending += data
+        if len(self._pending) >= AUTO_FLUSH:
+            self._push_pending()
+        return Ok(None)
+
+    def flush(self) -> Ok | Err:
+        if self._gone():
+            return Err(CLOSED)
+        self._push_pending()
+        return Ok(None)
+
+    def _wait_room(self) -> None:
+        inv().wait(lambda: self._gone() or self.sink.room() > 0)
+
+    def blocking_flush(self) -> Ok | Err:
+        r = self.flush()
+        if isinstance(r, Ok):
+            self._wait_room()
+        return r
+
+    def blocking_write_and_flush(self, data: bytes) -> Ok | Err:
+        self._wait_room()
+        r = self.write(data)
+        return self.flush() if isinstance(r, Ok) else r
+
+    def write_zeroes(self, n: int) -> Ok | Err:
+        return self.write(bytes(n))
+
+    def blocking_write_zeroes_and_flush(self, n: int) -> Ok | Err:
+        return self.blocking_write_and_flush(bytes(n))
+
+    def splice(self, src: InputStream, n: int) -> Ok | Err:
+        room = self.check_write()
+        if isinstance(room, Err):
+            return room
+        r = src.read(min(n, room.value or 0))
+        if isinstance(r, Err):
+            return r
+        w = self.write(r.value)
+        return Ok(len(r.value)) if isinstance(w, Ok) else w
+
+    def blocking_splice(self, src: InputStream, n: int) -> Ok | Err:
+        self._wait_room()
+        r = src.blocking_read(min(n, max(1, self.sink.room())))
+        if isinstance(r, Err):
+            return r
+        w = self.blocking_write_and_flush(r.value)
+        return Ok(len(r.value)) if isinstance(w, Ok) else w
+
+    def subscribe(self) -> Pollable:
+        return Pollable(lambda: self._gone() or self._room() > 0)
+
+    def finish(self) -> None:
+        self._push_pending()
+
+
+def empty_source(invocation: Invocation) -> ChunkSource:
+    return ChunkSource(invocation, None)
+
+
+def _unused(*_: Any) -> None:
+    return None

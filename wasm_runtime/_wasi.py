@@ -1,0 +1,143 @@
+"""The rest of the wasi:http/proxy world: io, clocks, random, cli; filesystem and sockets as an
+empty sandbox. `IMPLS` maps an interface (without version) to its functions by WIT name; methods
+not listed are dispatched to the host object's Python method of the same name (see _linker).
+"""
+
+from __future__ import annotations
+
+import os
+import random as _random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._canon import Err, HostResource, Ok
+from ._context import GuestExit, inv
+from ._http import (
+    Fields,
+    IncomingBody,
+    OutgoingBody,
+    OutgoingRequest,
+    OutgoingResponse,
+    RequestOptions,
+    ResponseOutparam,
+    http_error_code,
+    outgoing_handle,
+)
+from ._streams import InputStream, LineSink, OutputStream, empty_source, poll, timer
+from .ids import RID
+
+
+class TerminalOutput(HostResource):
+    resource_id = RID.TERMINAL_OUTPUT
+
+
+class Network(HostResource):
+    resource_id = RID.NETWORK
+
+
+def _stdout() -> OutputStream:
+    return _stdio("stdout")
+
+
+def _stderr() -> OutputStream:
+    return _stdio("stderr")
+
+
+def _stdio(name: str) -> OutputStream:
+    i = inv()
+    sinks = i.__dict__.setdefault("_stdio", {})
+    sink = sinks.get(name)
+    if sink is None:
+        sink = sinks[name] = LineSink(i, name)
+        i.cleanups.append(sink.close)
+    stream = OutputStream(sink)
+    return stream
+
+
+def _exit(status: Ok | Err) -> None:
+    raise GuestExit(isinstance(status, Ok))
+
+
+def _exit_with_code(code: int) -> None:
+    raise GuestExit(code == 0)
+
+
+def _wall_now() -> dict[str, int]:
+    ns = time.time_ns()
+    return {"seconds": ns // 1_000_000_000, "nanoseconds": ns % 1_000_000_000}
+
+
+_insecure = _random.Random()
+_seed = (_random.getrandbits(64), _random.getrandbits(64))
+
+Impl = Callable[..., Any]
+
+IMPLS: dict[str, dict[str, Impl]] = {
+    "wasi:io/poll": {"poll": poll},
+    "wasi:io/error": {"[method]error.to-debug-string": lambda e: e.message},
+    "wasi:clocks/monotonic-clock": {
+        "now": time.monotonic_ns,
+        "resolution": lambda: 1,
+        "subscribe-instant": timer,
+        "subscribe-duration": lambda d: timer(time.monotonic_ns() + d),
+    },
+    "wasi:clocks/wall-clock": {
+        "now": _wall_now,
+        "resolution": lambda: {"seconds": 0, "nanoseconds": 1000},
+    },
+    "wasi:random/random": {
+        "get-random-bytes": os.urandom,
+        "get-random-u64": lambda: int.from_bytes(os.urandom(8), "little"),
+    },
+    "wasi:random/insecure": {
+        "get-insecure-random-bytes": lambda n: _insecure.randbytes(n),
+        "get-insecure-random-u64": lambda: _insecure.getrandbits(64),
+    },
+    "wasi:random/insecure-seed": {"insecure-seed": lambda: _seed},
+    "wasi:cli/environment": {
+        "get-environment": lambda: list(inv().env),
+        "get-arguments": lambda: [],
+        "initial-cwd": lambda: None,
+    },
+    "wasi:cli/exit": {"exit": _exit, "exit-with-code": _exit_with_code},
+    "wasi:cli/stdin": {"get-stdin": lambda: InputStream(empty_source(inv()))},
+    "wasi:cli/stdout": {"get-stdout": _stdout},
+    "wasi:cli/stderr": {"get-stderr": _stderr},
+    "wasi:cli/terminal-stdin": {"get-terminal-stdin": lambda: None},
+    "wasi:cli/terminal-stdout": {"get-terminal-stdout": lambda: None},
+    "wasi:cli/terminal-stderr": {"get-terminal-stderr": lambda: None},
+    "wasi:filesystem/preopens": {"get-directories": lambda: []},
+    "wasi:filesystem/types": {"filesystem-error-code": lambda err: None},
+    "wasi:sockets/instance-network": {"instance-network": Network},
+    "wasi:sockets/tcp-create-socket": {"create-tcp-socket": lambda family: Err("access-denied")},
+    "wasi:sockets/udp-create-socket": {"create-udp-socket": lambda family: Err("access-denied")},
+    "wasi:sockets/ip-name-lookup": {"resolve-addresses": lambda net, name: Err("access-denied")},
+    "wasi:http/types": {
+        "[constructor]fields": Fields,
+        "[static]fields.from-list": Fields.from_list,
+        "[constructor]outgoing-request": OutgoingRequest,
+        "[constructor]outgoing-response": OutgoingResponse,
+        "[constructor]request-options": RequestOptions,
+        "[static]response-outparam.set": ResponseOutparam.set,
+        "[static]incoming-body.finish": IncomingBody.finish,
+        "[static]outgoing-body.finish": OutgoingBody.finish,
+        "http-error-code": http_error_code,
+    },
+    "wasi:http/outgoing-handler": {"handle": outgoing_handle},
+}
+
+
+def method_impl(func_name: str) -> Impl | None:
+    """`[method]res.some-name` -> a call of `obj.some_name(...)` on the host object."""
+    if not func_name.startswith("[method]"):
+        return None
+    attr = func_name.split(".", 1)[1].replace("-", "_")
+
+    def call(obj: Any, *args: Any) -> Any:
+        method = getattr(obj, attr, None)
+        if method is None:
+            raise NotImplementedError(f"{type(obj).__name__} has no {attr}")
+        return method(*args)
+
+    return call

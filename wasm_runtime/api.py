@@ -1,0 +1,71 @@
+"""The value types that cross the boundary between the runtime and its caller (the gateway)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int = 128
+    timeout_s: float = 10.0
+    instance_reuse: int = 0
+
+
+@dataclass
+class InvocationStats:
+    duration_ms: float = 0.0
+    init_ms: float = 0.0
+    max_memory_bytes: int = 0
+    fresh_instance: bool = True
+
+
+@dataclass
+class GuestRequest:
+    method: str
+    scheme: str
+    authority: str
+    path_with_query: str
+    headers: list[tuple[str, bytes]]
+    body: AsyncIterator[bytes] | None = None
+
+
+@dataclass
+class GuestResponse:
+    status: int
+    headers: list[tuple[str, bytes]]
+    body: AsyncIterator[bytes]
+    stats: InvocationStats = field(default_factory=InvocationStats)
+
+
+@dataclass(frozen=True)
+class OutboundTimeouts:
+    """Seconds; None leaves the transport's default. Set from the guest's request-options."""
+
+    connect_s: float | None = None
+    first_byte_s: float | None = None
+    between_bytes_s: float | None = None
+
+
+@dataclass
+class OutboundRequest:
+    method: str
+    url: str
+    headers: list[tuple[str, bytes]]
+    body: AsyncIterator[bytes] | None
+    origin: str | None = None
+
+
+@dataclass
+class OutboundResponse:
+    status: int
+    headers: list[tuple[str, bytes]]
+    body: AsyncIterator[bytes]
+
+
+class OutboundTransport(Protocol):
+    async def send(self, request: OutboundRequest, timeouts: OutboundTimeouts) -> OutboundResponse:
+        """Sends one request; raises OutboundError(kind) on failure."""
+        ...

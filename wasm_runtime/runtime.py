@@ -1,0 +1,414 @@
+"""The Runtime: one Engine, a compile cache, worker threads, and `invoke`.
+
+Each invocation runs on a worker thread with its own Store (or a warm one when
+`instance_reuse` allows), a memory cap (store limits) and a wall-clock deadline (epoch
+interruption, ticked by one thread every 10 ms). The event loop only awaits: wasm never runs on
+it, and ctypes releases the GIL while wasm runs, so a runaway guest costs one worker thread and
+nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import hashlib
+import importlib.metadata
+import logging
+import math
+import os
+import platform
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cachetools
+from wasmtime import Config, Engine, Store, WasmtimeError
+from wasmtime.component import Component, ExportIndex, Func, Linker, ResourceHost
+
+from ._canon import Err, Ok
+from ._context import GuestExit, HostCancelled, HostTimeout, Invocation, StoreState, current
+from ._http import IncomingRequest, OutgoingResponse, ResponseOutparam
+from ._linker import build_linker
+from ._streams import ChunkSink
+from .api import GuestRequest, GuestResponse, InvocationStats, Limits, OutboundTransport
+from .errors import FunctionError, FunctionFailed, FunctionTimeout, FunctionTrap, InvalidComponent
+from .ids import RID
+from .outbound import HttpxTransport, OutboundPolicy
+
+log = logging.getLogger("edgefn.wasm")
+
+TICK_S = 0.01
+COMPONENT_MAGIC = b"\x00asm\x0d\x00\x01\x00"
+HANDLER = re.compile(r"^wasi:http/incoming-handler@0\.2\.\d+$")
+WASMTIME_VERSION = importlib.metadata.version("wasmtime")
+
+
+@dataclass
+class _Warm:
+    store: Store
+    state: StoreState
+    func: Func
+    served: int = 0
+
+
+@dataclass(eq=False)
+class LoadedComponent:
+    """A compiled component with its linker; shared by every invocation of it."""
+
+    name: str
+    sha256: str
+    component: Component
+    linker: Linker
+    handler: str
+    handle_index: ExportIndex
+    from_cache: bool = False
+    load_ms: float = 0.0
+    reuse_ok: bool = True
+    _warm: collections.deque[_Warm] = field(default_factory=collections.deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take_warm(self) -> _Warm | None:
+        with self._lock:
+            return self._warm.pop() if self._warm else None
+
+    def give_back(self, warm: _Warm, limit: int) -> None:
+        with self._lock:
+            if len(self._warm) < limit:
+                self._warm.append(warm)
+
+
+def _engine_config() -> tuple[Config, str]:
+    cfg = Config()
+    cfg.epoch_interruption = True
+    settings = f"wasmtime={WASMTIME_VERSION};epoch=1;arch={platform.machine()}"
+    return cfg, hashlib.sha256(settings.encode()).hexdigest()[:16]
+
+
+def _install_fastcall() -> None:
+    try:
+        from . import _fastcall  # type: ignore[attr-defined]
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}._fastcall":
+            raise
+        log.info("wasm fast path (_fastcall) not present; using wasmtime-py's own conversions")
+        return
+    _fastcall.install()
+    log.info("wasm fast path (_fastcall) installed")
+
+
+class Runtime:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        transport: OutboundTransport | None = None,
+        max_threads: int = 64,
+        cache_size: int = 32,
+    ) -> None:
+        cfg, self.engine_key = _engine_config()
+        self.engine = Engine(cfg)
+        _install_fastcall()
+        self.compiled_dir = Path(data_dir) / "compiled"
+        self.transport: OutboundTransport = transport or HttpxTransport()
+        self._own_transport = transport is None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="wasm")
+        self._cache: cachetools.LRUCache[str, LoadedComponent] = cachetools.LRUCache(cache_size)
+        self._load_locks: dict[str, asyncio.Lock] = {}
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(TICK_S):
+            self.engine.increment_epoch()
+
+    # loading ---------------------------------------------------------------------------------
+
+    def validate(self, wasm_bytes: bytes) -> None:
+        """A cheap check before deploy: a component (not a core module) exporting the handler."""
+        if wasm_bytes[:4] != b"\x00asm":
+            raise InvalidComponent("not a WebAssembly binary")
+        if wasm_bytes[:8] != COMPONENT_MAGIC:
+            raise InvalidComponent(
+                "a core WebAssembly module, not a component (build it with componentize-py)"
+            )
+        if b"wasi:http/incoming-handler@0.2." not in wasm_bytes:
+            raise InvalidComponent("the component does not export wasi:http/incoming-handler@0.2.x")
+
+    async def load(self, wasm: Path) -> LoadedComponent:
+        data = await asyncio.to_thread(Path(wasm).read_bytes)
+        sha = hashlib.sha256(data).hexdigest()
+        hit = self._cache.get(sha)
+        if hit is not None:
+            return hit
+        lock = self._load_locks.setdefault(sha, asyncio.Lock())
+        async with lock:
+            hit = self._cache.get(sha)
+            if hit is None:
+                hit = await asyncio.to_thread(self._load_sync, Path(wasm), data, sha)
+                self._cache[sha] = hit
+        return hit
+
+    def _load_sync(self, path: Path, data: bytes, sha: str) -> LoadedComponent:
+        self.validate(data)
+        name = path.stem
+        cwasm = self.compiled_dir / f"{sha}-{self.engine_key}.cwasm"
+        t0 = time.perf_counter()
+        component = None
+        from_cache = False
+        if cwasm.exists():
+            try:
+                component = Component.deserialize_file(self.engine, str(cwasm))
+                from_cache = True
+            except WasmtimeError as exc:
+                log.warning("discarding unusable compiled artifact %s: %s", cwasm, exc)
+        if component is None:
+            try:
+                component = Component(self.engine, data)
+            except WasmtimeError as exc:
+                raise InvalidComponent(f"{name}: does not compile: {str(exc).splitlines()[0]}") from exc
+            self.compiled_dir.mkdir(parents=True, exist_ok=True)
+            tmp = cwasm.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+            tmp.write_bytes(component.serialize())
+            os.replace(tmp, cwasm)
+        ms = (time.perf_counter() - t0) * 1000
+        handler = next((n for n in component.type.exports(self.engine) if HANDLER.match(n)), None)
+        if handler is None:
+            raise InvalidComponent(f"{name}: does not export wasi:http/incoming-handler@0.2.x")
+        inst_index = component.get_export_index(handler)
+        handle_index = component.get_export_index("handle", inst_index) if inst_index is not None else None
+        if handle_index is None:
+            raise InvalidComponent(f"{name}: {handler} has no `handle` function")
+        try:
+            linker = build_linker(self.engine, component)
+        except WasmtimeError as exc:
+            raise InvalidComponent(f"{name}: cannot link its imports: {exc}") from exc
+        if from_cache:
+            log.info("loaded %s sha256=%s from cache in %.0f ms", name, sha[:12], ms)
+        else:
+            log.info("compiled %s sha256=%s in %.1f s", name, sha[:12], ms / 1000)
+        return LoadedComponent(name, sha, component, linker, handler, handle_index, from_cache, ms)
+
+    # invocation ------------------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        component: LoadedComponent,
+        request: GuestRequest,
+        *,
+        limits: Limits,
+        env: Mapping[str, str] | None = None,
+        outbound: OutboundPolicy | None = None,
+        request_id: str = "",
+        log: Callable[[str, str], None] | None = None,
+    ) -> GuestResponse:
+        loop = asyncio.get_running_loop()
+        inv = Invocation(
+            loop=loop,
+            request=request,
+            limits=limits,
+            env=env or {},
+            outbound=outbound or OutboundPolicy(),
+            transport=self.transport,
+            request_id=request_id,
+            log_fn=log,
+        )
+        head: asyncio.Future[tuple[int, list[tuple[str, bytes]], ChunkSink]] = loop.create_future()
+        stats = InvocationStats()
+        worker = loop.run_in_executor(self._executor, self._run, component, inv, head, stats)
+        try:
+            status, headers, sink = await head
+        except BaseException:
+            inv.cancel()
+            raise
+        return GuestResponse(status, headers, self._body(inv, sink, worker), stats)
+
+    async def _body(
+        self, inv: Invocation, sink: ChunkSink, worker: asyncio.Future[None]
+    ) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            async for chunk in sink.chunks():
+                yield chunk
+            finished = True
+        finally:
+            if not finished:
+                inv.cancel()
+        await asyncio.shield(worker)
+
+    def _run(
+        self,
+        comp: LoadedComponent,
+        inv: Invocation,
+        head: asyncio.Future[Any],
+        stats: InvocationStats,
+    ) -> None:
+        t0 = time.perf_counter()
+        inv.start_clock()
+        outcome = _Outcome(inv, head)
+        try:
+            self._execute(comp, inv, outcome, stats)
+        except BaseException as exc:  # a bug here must still answer the caller, never hang it
+            log.exception("invocation of %s failed inside the runtime", comp.name)
+            outcome.fail(FunctionTrap(f"runtime error: {exc}"))
+        finally:
+            for cleanup in inv.cleanups:
+                try:
+                    cleanup()
+                except Exception:
+                    log.exception("cleanup after %s failed", comp.name)
+            current.inv = None
+            current.store = None
+            stats.duration_ms = (time.perf_counter() - t0) * 1000
+
+    def _instantiate(self, comp: LoadedComponent, inv: Invocation) -> _Warm:
+        store = Store(self.engine)
+        store.set_limits(memory_size=inv.limits.memory_mb << 20)
+        state = StoreState()
+        current.store = state
+        store.set_epoch_deadline(self._ticks(inv))
+        instance = comp.linker.instantiate(store, comp.component)
+        func = instance.get_func(store, comp.handle_index)
+        if func is None:
+            raise InvalidComponent(f"{comp.name}: handle is not a function")
+        return _Warm(store, state, func)
+
+    def _ticks(self, inv: Invocation) -> int:
+        return max(1, math.ceil(max(0.0, inv.deadline - time.monotonic()) / TICK_S)) + 1
+
+    def _execute(
+        self, comp: LoadedComponent, inv: Invocation, outcome: _Outcome, stats: InvocationStats
+    ) -> None:
+        current.inv = inv
+        reuse = inv.limits.instance_reuse > 0 and comp.reuse_ok
+        warm = comp.take_warm() if reuse else None
+        stats.fresh_instance = warm is None
+        error: FunctionError | None = None
+        try:
+            if warm is None:
+                t = time.perf_counter()
+                warm = self._instantiate(comp, inv)
+                stats.init_ms = (time.perf_counter() - t) * 1000
+            else:
+                current.store = warm.state
+                warm.store.set_epoch_deadline(self._ticks(inv))
+            table = warm.state.table
+            request = IncomingRequest(inv)
+            outparam = ResponseOutparam(outcome.on_set)
+            args = (
+                ResourceHost.own(table.add(request), RID.INCOMING_REQUEST),
+                ResourceHost.own(table.add(outparam), RID.RESPONSE_OUTPARAM),
+            )
+            warm.func(warm.store, *args)
+            warm.func.post_return(warm.store)
+            warm.served += 1
+        except WasmtimeError as exc:
+            error = self._classify(inv, exc)
+        except InvalidComponent as exc:
+            error = FunctionTrap(str(exc))
+        if isinstance(error, _ExitOk):
+            error = None
+            warm = None  # an instance that exited cannot take another request
+        if error is None and not inv.response_set:
+            if not stats.fresh_instance and not inv.body_read_started:
+                log.warning(
+                    "%s cannot serve a second request on one instance; using fresh instances", comp.name
+                )
+                comp.reuse_ok = False
+                stats.fresh_instance = True
+                inv.cleanups.clear()
+                return self._execute(comp, inv, outcome, stats)
+            error = FunctionFailed("the function returned without setting a response")
+        if error is not None:
+            outcome.fail(error)
+            return
+        outcome.complete()
+        if reuse and warm is not None and warm.served < inv.limits.instance_reuse and comp.reuse_ok:
+            comp.give_back(warm, limit=4)
+
+    def _classify(self, inv: Invocation, exc: WasmtimeError) -> FunctionError:
+        abort = inv.abort
+        log.debug("guest call failed: %s (abort=%r, host_error=%r)", exc, abort, inv.host_error)
+        if isinstance(abort, GuestExit):
+            return _ExitOk() if abort.ok else FunctionFailed("the function exited with an error status")
+        if isinstance(abort, HostTimeout):
+            return FunctionTimeout(f"the function ran longer than {inv.limits.timeout_s:g} s")
+        if isinstance(abort, HostCancelled):
+            return FunctionFailed("cancelled: the client went away")
+        text = str(exc)
+        if "interrupt" in text or time.monotonic() >= inv.deadline:
+            return FunctionTimeout(f"the function ran longer than {inv.limits.timeout_s:g} s")
+        if inv.host_error is not None:
+            return FunctionTrap(f"host error: {inv.host_error}")
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "trap")
+        return FunctionTrap(f"the function crashed: {first}"[:500])
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._ticker.join, 1.0)
+        await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
+        if self._own_transport and isinstance(self.transport, HttpxTransport):
+            await self.transport.aclose()
+
+
+class _ExitOk(FunctionError):
+    """Internal: the guest called exit(ok) — a normal end, but its instance is spent."""
+
+
+class _Outcome:
+    """Delivers the response head to the awaiting coroutine, then the body's end or error."""
+
+    def __init__(self, inv: Invocation, head: asyncio.Future[Any]) -> None:
+        self._inv = inv
+        self._head = head
+        self._response: OutgoingResponse | None = None
+
+    def _resolve(self, value: Any = None, error: BaseException | None = None) -> None:
+        def apply() -> None:
+            if self._head.done():
+                return
+            if error is not None:
+                self._head.set_exception(error)
+            else:
+                self._head.set_result(value)
+
+        self._inv.loop.call_soon_threadsafe(apply)
+
+    def on_set(self, response: Ok | Err) -> None:
+        inv = self._inv
+        if inv.response_set:
+            raise WasmtimeError("response-outparam.set called twice")
+        inv.response_set = True
+        if isinstance(response, Err):
+            code = response.value
+            tag = getattr(code, "tag", code)
+            self._resolve(error=FunctionFailed(f"the function answered with error-code {tag}"))
+            return
+        resp: OutgoingResponse = response.value
+        self._response = resp
+        fields = resp.headers()
+        fields.immutable = True
+        self._resolve((resp.status_code(), list(fields.entries_), resp.sink))
+
+    def complete(self) -> None:
+        resp = self._response
+        if resp is None:
+            return
+        body = resp.body_
+        if body is None:
+            resp.sink.close()
+        elif not body.finished:
+            body.finished = True
+            resp.sink.close(FunctionFailed("the function returned without finishing its response body"))
+
+    def fail(self, error: FunctionError) -> None:
+        if self._response is None:
+            if not self._inv.response_set or not self._head.done():
+                self._resolve(error=error)
+            return
+        self._response.sink.close(error)
