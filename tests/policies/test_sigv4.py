@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import http.client
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -18,9 +19,10 @@ from urllib.parse import quote
 
 import pytest
 from botocore.auth import SigV4Auth as BotoSigV4
+from botocore.auth import SigV4QueryAuth as BotoSigV4Query
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
@@ -67,8 +69,6 @@ def send_signed(
     try:
         conn.request(method, target, body=prepared.body, headers=sent)
         response = conn.getresponse()
-        import json
-
         return response.status, json.loads(response.read() or b"{}")
     finally:
         conn.close()
@@ -310,6 +310,7 @@ query_part = st.text(st.characters(blacklist_categories=("Cs",)), min_size=0, ma
     params=st.lists(st.tuples(query_part, query_part), max_size=4),
     body=st.binary(max_size=64),
 )
+@example(segments=[""], params=[("", " "), ("a b", "c+d/\u00e9~")], body=b"")  # '+' for space on the wire
 def test_botocore_signatures_verify_for_arbitrary_paths_and_queries(
     segments: list[str], params: list[tuple[str, str]], body: bytes
 ) -> None:
@@ -323,3 +324,45 @@ def test_botocore_signatures_verify_for_arbitrary_paths_and_queries(
     captured = AuthRequest("POST", path, sent_query, headers, body)
     auth = SigV4Auth({KEY_ID: SECRET}, "lambda", "us-east-1")
     assert asyncio.run(auth.authenticate(captured)).id == KEY_ID
+
+
+def send_presigned(
+    server: Served, url_path: str, expires: int = 60, token: str | None = None
+) -> tuple[int, Any]:
+    request = AWSRequest(method="GET", url=server.url + url_path)
+    BotoSigV4Query(Credentials(KEY_ID, SECRET, token), "lambda", "us-east-1", expires=expires).add_auth(
+        request
+    )
+    target = request.url[len(server.url) :]
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", target)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def test_presigned_urls_from_botocore(
+    served: tuple[PolicyApp, Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, server = served
+    status, payload = send_presigned(server, "/fn/a%20b?x=1&y=%2F", token="tok")
+    assert status == 200, payload
+    assert payload["claims"]["session_token"] is True
+    query = app.requests[-1].query_string
+    for tampered in (query.replace("x=1", "x=2"), query.replace("X-Amz-Expires=60", "X-Amz-Expires=600")):
+        with pytest.raises(AuthFailure) as info:
+            asyncio.run(
+                app.authenticator.authenticate(dataclasses.replace(app.requests[-1], query_string=tampered))
+            )
+        assert info.value.code == "invalid_signature"
+    # valid for its X-Amz-Expires, not for the 5-minute skew: signed 2 minutes ago for 60 s
+    monkeypatch.setattr(
+        "botocore.auth.get_current_datetime",
+        lambda: datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=2),
+    )
+    status, payload = send_presigned(server, "/fn", expires=60)
+    assert status == 403 and payload["error"]["code"] == "signature_expired"
+    status, payload = send_presigned(server, "/fn", expires=3600)
+    assert status == 200, payload

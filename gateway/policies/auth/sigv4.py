@@ -23,12 +23,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Final
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, unquote_plus
 
 from gateway.policies.auth.base import (
     AuthFailure,
@@ -46,6 +46,14 @@ EMPTY_SHA256: Final = hashlib.sha256(b"").hexdigest()
 MAX_SKEW: Final = timedelta(minutes=5)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
+MAX_PRESIGN_EXPIRES_S: Final = 604800  # seven days, as AWS
+_PRESIGN_PARAMS = (
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+)
 
 
 def _forbidden(code: str, message: str) -> AuthFailure:
@@ -99,12 +107,17 @@ def canonical_uris(raw_path: str) -> list[str]:
 
 def canonical_queries(raw_query: str) -> list[str]:
     pairs = [p.partition("=") for p in raw_query.split("&") if p]
-    normalized = sorted(
-        (quote(unquote(k), safe="-_.~"), quote(unquote(v), safe="-_.~")) for k, _, v in pairs
-    )
+
+    def normalized(decode: Callable[[str], str]) -> str:
+        encoded = sorted((quote(decode(k), safe="-_.~"), quote(decode(v), safe="-_.~")) for k, _, v in pairs)
+        return "&".join(f"{k}={v}" for k, v in encoded)
+
     return _unique(
         [
-            "&".join(f"{k}={v}" for k, v in normalized),
+            normalized(unquote),
+            # botocore sends params form-encoded (space as '+') but signs them as %20; AWS reads '+'
+            # in a query as a space, so this form is accepted as well.
+            normalized(unquote_plus),
             "&".join(f"{k}={v}" for k, v in sorted((k, v) for k, _, v in pairs)),
             raw_query,
         ]
@@ -158,6 +171,40 @@ def _request_time(headers: Mapping[str, str]) -> tuple[datetime, str]:
     return when.astimezone(UTC), "date"
 
 
+def _parse_presigned(raw_query: str) -> tuple[str, list[str], str, datetime, timedelta, str]:
+    """The signature carried in the query (a presigned URL); the rest of the query is what was signed."""
+    pairs = [p.partition("=") for p in raw_query.split("&") if p]
+    params = {unquote(k): unquote(v) for k, _, v in pairs}
+    missing = [n for n in _PRESIGN_PARAMS if not params.get(n)]
+    if missing:
+        raise _forbidden("incomplete_signature", f"Presigned URL lacks {', '.join(missing)}")
+    if params["X-Amz-Algorithm"] != ALGORITHM:
+        raise _forbidden("incomplete_signature", f"Unsupported X-Amz-Algorithm {params['X-Amz-Algorithm']!r}")
+    try:
+        expires = int(params["X-Amz-Expires"])
+        when = datetime.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise _forbidden("incomplete_signature", "X-Amz-Date or X-Amz-Expires is not valid") from exc
+    if not 1 <= expires <= MAX_PRESIGN_EXPIRES_S:
+        raise _forbidden("incomplete_signature", f"X-Amz-Expires must be 1..{MAX_PRESIGN_EXPIRES_S}")
+    signed = params["X-Amz-SignedHeaders"].split(";")
+    if any(h != h.lower() or not h for h in signed) or signed != sorted(signed):
+        raise _forbidden(
+            "incomplete_signature", "X-Amz-SignedHeaders must be lower-case, sorted and non-empty"
+        )
+    signed_query = "&".join(
+        p for p in raw_query.split("&") if p and unquote(p.partition("=")[0]) != "X-Amz-Signature"
+    )
+    return (
+        params["X-Amz-Credential"],
+        signed,
+        params["X-Amz-Signature"].lower(),
+        when,
+        timedelta(seconds=expires),
+        signed_query,
+    )
+
+
 class SigV4Auth:
     needs_body = True
 
@@ -185,40 +232,34 @@ class SigV4Auth:
     async def authenticate(self, request: AuthRequest, now: datetime | None = None) -> Principal:
         headers = request.headers
         authorization = header(headers, "authorization")
-        if not authorization:
+        if authorization:
+            credential, signed_headers, signature = _parse_authorization(authorization)
+            when, date_header = _request_time(headers)
+            required = ("host", date_header)
+            query = request.query_string
+            valid_until = when + self.max_skew
+        elif "X-Amz-Signature=" in request.query_string:
+            credential, signed_headers, signature, when, expires, query = _parse_presigned(
+                request.query_string
+            )
+            required = ("host",)
+            valid_until = when + expires
+        else:
             raise _forbidden("missing_authentication_token", "Missing Authentication Token")
-        credential, signed_headers, signature = _parse_authorization(authorization)
 
-        scope_parts = credential.split("/")
-        if len(scope_parts) != 5 or scope_parts[4] != "aws4_request":
-            raise _forbidden(
-                "incomplete_signature", "Credential must be ACCESS_KEY_ID/DATE/REGION/SERVICE/aws4_request"
-            )
-        key_id, scope_date, region, service, _ = scope_parts
-        secret = self._credentials.get(key_id)
-        if secret is None:
-            raise _forbidden("unrecognized_client", "The security token included in the request is invalid.")
-        if service != self.service:
-            raise _forbidden(
-                "invalid_signature", f"Credential should be scoped to correct service: '{self.service}'."
-            )
-        if self.region is not None and region != self.region:
-            raise _forbidden(
-                "invalid_signature", f"Credential should be scoped to a valid region: '{self.region}'."
-            )
-
-        when, date_header = _request_time(headers)
-        if "host" not in signed_headers or date_header not in signed_headers:
-            raise _forbidden("incomplete_signature", f"SignedHeaders must include host and {date_header}")
+        key_id, scope_date, region, service = self._check_scope(credential)
+        secret = self._credentials[key_id]
+        if any(name not in signed_headers for name in required):
+            raise _forbidden("incomplete_signature", f"SignedHeaders must include {' and '.join(required)}")
         amz_date = when.strftime("%Y%m%dT%H%M%SZ")
         if scope_date != amz_date[:8]:
             raise _forbidden("invalid_signature", "Credential date does not match the request date")
         current = now or datetime.now(UTC)
-        if when < current - self.max_skew:
+        if current > valid_until:
             raise _forbidden(
                 "signature_expired",
                 f"Signature expired: {amz_date} is now earlier than "
-                f"{(current - self.max_skew).strftime('%Y%m%dT%H%M%SZ')} (now - 5 min.)",
+                f"{(current - (valid_until - when)).strftime('%Y%m%dT%H%M%SZ')}",
             )
         if when > current + self.max_skew:
             raise _forbidden(
@@ -240,12 +281,12 @@ class SigV4Auth:
         presented = signature.encode("latin-1", "replace")  # compare_digest refuses non-ASCII str
         matched = False
         for uri in canonical_uris(request.path):
-            for query in canonical_queries(request.query_string):
+            for canonical_query in canonical_queries(query):
                 canonical = "\n".join(
                     [
                         request.method.upper(),
                         uri,
-                        query,
+                        canonical_query,
                         "".join(canonical_headers),
                         ";".join(signed_headers),
                         payload_hash,
@@ -271,9 +312,29 @@ class SigV4Auth:
                 "service": service,
                 "signed_headers": tuple(signed_headers),
                 "payload_sha256": payload_hash,
-                "session_token": header(headers, "x-amz-security-token") is not None,
+                "session_token": header(headers, "x-amz-security-token") is not None
+                or "X-Amz-Security-Token=" in query,
             },
         )
+
+    def _check_scope(self, credential: str) -> tuple[str, str, str, str]:
+        parts = credential.split("/")
+        if len(parts) != 5 or parts[4] != "aws4_request":
+            raise _forbidden(
+                "incomplete_signature", "Credential must be ACCESS_KEY_ID/DATE/REGION/SERVICE/aws4_request"
+            )
+        key_id, scope_date, region, service, _ = parts
+        if key_id not in self._credentials:
+            raise _forbidden("unrecognized_client", "The security token included in the request is invalid.")
+        if service != self.service:
+            raise _forbidden(
+                "invalid_signature", f"Credential should be scoped to correct service: '{self.service}'."
+            )
+        if self.region is not None and region != self.region:
+            raise _forbidden(
+                "invalid_signature", f"Credential should be scoped to a valid region: '{self.region}'."
+            )
+        return key_id, scope_date, region, service
 
     @staticmethod
     def _payload_hash(request: AuthRequest) -> str:
