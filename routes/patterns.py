@@ -59,9 +59,10 @@ def split_path(path: str) -> list[str] | None:
         return None
     segments = path[1:].split("/")
     if not _CANONICAL_PATH.fullmatch(path):
-        segments = [canonical_segment(s) for s in segments]
+        segments = [canonical_segment(s) for s in segments]  # may turn %2E into "."
+        return _remove_dot_segments(segments)
     if "." in path:
-        segments = _remove_dot_segments(segments)
+        return _remove_dot_segments(segments)
     return segments
 
 
