@@ -1,0 +1,265 @@
+"""The gateway's ASGI application: phase 1 (accept) and the sending of what the pipeline answers.
+
+`Gateway` is built from a validated `Config`; everything long-lived (route table, compiled
+policies, the shared HTTP client, loaded functions) is made at start-up in `startup()`, and a
+request only reads it. The response body is forwarded chunk by chunk as the target yields it;
+if a target fails after the status was sent, the connection is aborted so the client sees a
+truncated body rather than a complete-looking wrong one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+
+from edge.origins import OriginPool
+from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target, single_chunk
+from gateway.errors import GatewayError, error_body, error_from
+from gateway.functions.outbound import GatewayTransport
+from gateway.functions.target import FunctionSet
+from gateway.observability import GatewayMetrics, log_access
+from gateway.pipeline import Pipeline, RoutePlan, compile_plan
+from gateway.proxy import OriginTarget, shared_client
+from routes import Config, RouteTable
+from wasm_runtime import Runtime
+
+log = logging.getLogger("edgefn.gateway")
+
+Scope = dict[str, Any]
+
+# Headers only the gateway may set on the way in: a client's own copies are dropped first.
+GATEWAY_OWNED = frozenset(
+    {
+        b"x-edgefn-node",
+        b"x-edgefn-region",
+        b"x-edgefn-viewer-country",
+        b"x-edgefn-viewer-city",
+        b"x-edgefn-viewer-latitude",
+        b"x-edgefn-viewer-longitude",
+    }
+)
+FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"})
+
+
+class TrustedProxies:
+    def __init__(self, cidrs: tuple[str, ...]) -> None:
+        self.networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+
+    def __contains__(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in n for n in self.networks)
+
+    def client_address(self, peer: str, forwarded_for: list[bytes]) -> str:
+        """The rightmost address in X-Forwarded-For that is not a trusted proxy, or the peer."""
+        if peer not in self or not forwarded_for:
+            return peer
+        hops = [h.strip() for v in forwarded_for for h in v.decode("latin-1").split(",") if h.strip()]
+        for hop in reversed(hops):
+            if hop not in self:
+                return hop
+        return hops[0] if hops else peer
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        runtime: Runtime | None = None,
+        env: Mapping[str, str] | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.config = config
+        self.env = dict(os.environ if env is None else env)
+        self.trusted = TrustedProxies(config.node.trusted_proxies)
+        self.metrics = GatewayMetrics()
+        self.http = http or shared_client()
+        self.pools = {name: OriginPool(origin) for name, origin in config.origins.items()}
+        self.runtime = runtime
+        self.functions: FunctionSet | None = None
+        self.pipeline: Pipeline | None = None
+        node = config.node
+        self.node_headers: RawHeaders = [(b"x-edgefn-node", node.name.encode())]
+        if node.region:
+            self.node_headers.append((b"x-edgefn-region", node.region.encode()))
+        self.via = f"edgefn-{node.name}"
+
+    async def startup(self) -> None:
+        """Load functions and compile every route's plan; nothing here runs per request."""
+        if self.config.functions:
+            if self.runtime is None:
+                transport = GatewayTransport(self.http, self.pools)
+                self.runtime = Runtime(self.config.node.data_dir, transport=transport)
+            self.functions = FunctionSet(self.config, self.runtime)
+            await self.functions.load_all()
+        origin_targets: dict[str, Target] = {
+            name: OriginTarget(pool, self.http, via=self.via) for name, pool in self.pools.items()
+        }
+        plans: dict[str, RoutePlan] = {}
+        for route in self.config.routes:
+            target: Target | None = None
+            if route.origin is not None:
+                target = origin_targets[route.origin]
+            elif route.function is not None:
+                assert self.functions is not None
+                target = self.functions.target(route.function)
+            plans[route.name] = compile_plan(route, target, self.env, self.http)
+        self.pipeline = Pipeline(RouteTable.compile(self.config.routes), plans)
+        log.info(
+            "gateway ready: %d routes, %d origins, %d functions",
+            len(plans),
+            len(self.pools),
+            len(self.config.functions),
+        )
+
+    async def shutdown(self) -> None:
+        await self.http.aclose()
+        if self.runtime is not None:
+            await self.runtime.aclose()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await self.serve_http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # phase 1
+    def accept(self, scope: Scope, receive: Any) -> tuple[EdgeRequest, RequestContext]:
+        peer = scope["client"][0] if scope.get("client") else "0.0.0.0"
+        raw: RawHeaders = scope["headers"]
+        trusted = peer in self.trusted
+        request_id = ""
+        host = ""
+        headers: RawHeaders = []
+        forwarded_for: list[bytes] = []
+        for k, v in raw:
+            if k == b"host":
+                host = v.decode("latin-1")
+            if k in GATEWAY_OWNED:
+                continue
+            if k in FORWARDING:
+                if not trusted:
+                    continue
+                if k == b"x-request-id":
+                    request_id = v.decode("latin-1")[:200]
+                    continue
+                if k == b"x-forwarded-for":
+                    forwarded_for.append(v)
+            headers.append((k, v))
+        headers.extend(self.node_headers)
+        request_id = request_id or uuid.uuid4().hex
+        headers.append((b"x-request-id", request_id.encode()))
+        ctx = RequestContext(request_id=request_id)
+        request = EdgeRequest(
+            method=scope["method"],
+            scheme=scope.get("scheme", "http"),
+            host=host or (scope.get("server") or ("localhost", 0))[0],
+            path=scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?", 1)[0] or "/",
+            query=scope.get("query_string", b""),
+            headers=headers,
+            body=_receive_body(receive, ctx),
+            client=self.trusted.client_address(peer, forwarded_for),
+            peer=peer,
+            request_id=request_id,
+        )
+        return request, ctx
+
+    async def serve_http(self, scope: Scope, receive: Any, send: Any) -> None:
+        assert self.pipeline is not None, "startup() has not run"
+        request, ctx = self.accept(scope, receive)
+        self.metrics.in_flight.inc()
+        plan: RoutePlan | None = None
+        try:
+            try:
+                plan = self.pipeline.match(ctx, request)
+                response = await self.pipeline.policies(plan, ctx, request)
+                if response is None:
+                    assert plan.target is not None
+                    response = await plan.target.handle(request)
+            except Exception as exc:
+                response = self.error_response(ctx, exc)
+            response.headers = self.pipeline.response_headers(plan, request, response.headers)
+            await self.send_response(ctx, response, send)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.observe(ctx)
+            log_access(ctx, request.method, request.host, request.path_with_query, request.client)
+
+    def error_response(self, ctx: RequestContext, exc: BaseException) -> EdgeResponse:
+        error = error_from(exc)
+        if not isinstance(exc, GatewayError) or error.status >= 500:
+            log.warning(
+                "request %s failed: %s: %s",
+                ctx.request_id,
+                type(exc).__name__,
+                exc,
+                exc_info=error.status == 500,
+            )
+        ctx.error_code = error.code
+        body = error_body(error, ctx.request_id)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers.extend((k.encode(), v.encode("latin-1")) for k, v in error.headers)
+        return EdgeResponse(
+            status=error.status, headers=headers, body=single_chunk(body), served_by="gateway"
+        )
+
+    async def send_response(self, ctx: RequestContext, response: EdgeResponse, send: Any) -> None:
+        ctx.status = response.status
+        headers = [(k, v) for k, v in response.headers if k != b"x-request-id"]
+        headers.append((b"x-request-id", ctx.request_id.encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        try:
+            async for chunk in response.body:
+                if chunk:
+                    ctx.bytes_out += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except Exception as exc:
+            error = error_from(exc)
+            ctx.error_code = error.code
+            log.warning(
+                "request %s: body aborted after %d bytes: %s: %s",
+                ctx.request_id,
+                ctx.bytes_out,
+                type(exc).__name__,
+                exc,
+            )
+            return  # uvicorn closes the connection: the client sees the body cut short
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _receive_body(receive: Any, ctx: RequestContext) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise GatewayError("client disconnected")
+        chunk = message.get("body", b"")
+        if chunk:
+            ctx.bytes_in += len(chunk)
+            yield chunk
+        if not message.get("more_body", False):
+            return

@@ -1,0 +1,85 @@
+"""What one request carries through the phases of the pipeline.
+
+`EdgeRequest` and `EdgeResponse` are the gateway's own request and response: raw ASGI-style header
+lists (lower-case byte names, repeats kept in order) and bodies that are async iterators of bytes,
+so nothing on the request path has to join a body. A `Target` (an origin pool or a function) is the
+one-method seam between the pipeline and what answers, like httpx's transports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from starlette.datastructures import Headers
+
+from routes import Route
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+async def empty_body() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+async def single_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@dataclass
+class EdgeRequest:
+    method: str
+    scheme: str
+    host: str  # the Host the client asked for, port included if it sent one
+    path: str  # raw (percent-encoded) path, after any rewrite
+    query: bytes  # raw query string, passed through unchanged
+    headers: RawHeaders
+    body: AsyncIterator[bytes]
+    client: str  # the client address as the gateway believes it (see TrustedProxies)
+    peer: str = ""  # the address the connection came from
+    request_id: str = ""
+
+    @property
+    def path_with_query(self) -> str:
+        return self.path + ("?" + self.query.decode("latin-1") if self.query else "")
+
+    def header_view(self) -> Headers:
+        return Headers(raw=self.headers)
+
+
+@dataclass
+class EdgeResponse:
+    status: int
+    headers: RawHeaders
+    body: AsyncIterator[bytes] = field(default_factory=empty_body)
+    # what answered, for the access log and metrics: "origin:web@http://...", "function:hello:$LATEST"
+    served_by: str = ""
+
+
+class Target(Protocol):
+    async def handle(self, request: EdgeRequest) -> EdgeResponse: ...
+
+
+@dataclass
+class RequestContext:
+    """Per-request state; lives for one request, owned by the pipeline."""
+
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    route: Route | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    target: str = "-"
+    status: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    error_code: str | None = None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+
+def header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    return [v for k, v in headers if k == name]

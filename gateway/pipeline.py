@@ -1,0 +1,167 @@
+"""The request lifecycle of DESIGN.md as named phases, one request at a time.
+
+    accept -> match -> policies (auth, CORS preflight, rewrites) -> target -> response phase -> log
+
+Each route is compiled once into a `RoutePlan` holding its policies and target; per-request state
+lives in a `RequestContext`. Phases either continue or answer: an answer is a response or a
+`GatewayError`, which `gateway.app` turns into the JSON error of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target, single_chunk
+from gateway.errors import Forbidden, MethodNotAllowed, NoRoute, PayloadTooLarge, Unauthorized
+from gateway.policies.auth import Authenticator, AuthFailure, AuthRequest, build_authenticator
+from gateway.policies.cors import CorsPolicy
+from gateway.policies.headers import HeaderRewriter
+from routes import Route, RouteTable, Template
+from routes.patterns import PathPattern
+
+# Lambda's synchronous payload limit; a body that a phase must read whole (SigV4 without a
+# declared payload hash) may not be larger.
+MAX_BUFFERED_BODY = 6 * 1024 * 1024
+
+
+@dataclass
+class RoutePlan:
+    route: Route
+    target: Target | None
+    authenticator: Authenticator | None
+    cors: CorsPolicy | None
+    request_headers: HeaderRewriter
+    response_headers: HeaderRewriter
+    rewrite: Template | None
+    redirect: Template | None
+
+
+def compile_plan(
+    route: Route, target: Target | None, env: Mapping[str, str], http: object | None = None
+) -> RoutePlan:
+    tail = PathPattern.parse(route.path).tail
+    return RoutePlan(
+        route=route,
+        target=target,
+        authenticator=None if route.auth.type == "none" else build_authenticator(route.auth, env, http),  # type: ignore[arg-type]
+        cors=CorsPolicy(route.cors) if route.cors is not None else None,
+        request_headers=HeaderRewriter(route.request_headers),
+        response_headers=HeaderRewriter(route.response_headers),
+        rewrite=Template.parse(route.rewrite_path, tail) if route.rewrite_path is not None else None,
+        redirect=Template.parse(route.redirect.to, tail) if route.redirect else None,
+    )
+
+
+class Pipeline:
+    def __init__(self, table: RouteTable, plans: dict[str, RoutePlan]) -> None:
+        self.table = table
+        self.plans = plans
+
+    # phase 2
+    def match(self, ctx: RequestContext, request: EdgeRequest) -> RoutePlan:
+        host = request.host
+        found = self.table.match(host, request.path, request.method)
+        if found.route is None:
+            if found.allowed:
+                raise MethodNotAllowed(f"{request.method} is not allowed here", found.allowed)
+            raise NoRoute(f"no route for {request.method} {host}{request.path}")
+        ctx.route = found.route
+        ctx.params = dict(found.params)
+        plan = self.plans[found.route.name]
+        ctx.target = (
+            found.route.target_kind + ":" + (found.route.function or found.route.origin or "redirect")
+        )
+        return plan
+
+    # phase 3: auth, then the CORS preflight, then rewrites. A preflight carries no credentials
+    # (browsers never send them), so it is answered before auth, as Lambda Function URLs do.
+    async def policies(
+        self, plan: RoutePlan, ctx: RequestContext, request: EdgeRequest
+    ) -> EdgeResponse | None:
+        if plan.cors is not None:
+            view = request.header_view()
+            if plan.cors.is_preflight(request.method, view):
+                status, headers = plan.cors.preflight(view)
+                return EdgeResponse(status=status, headers=_encode(headers), served_by="cors-preflight")
+        if plan.authenticator is not None:
+            await self.authenticate(plan.authenticator, request)
+        request.headers = plan.request_headers.apply(request.headers)
+        if plan.redirect is not None:
+            location = plan.redirect.render(ctx.params)
+            if request.query:
+                location += ("&" if "?" in location else "?") + request.query.decode("latin-1")
+            status = plan.route.redirect.status if plan.route.redirect else 308
+            return EdgeResponse(
+                status=status, headers=[(b"location", location.encode())], served_by="redirect"
+            )
+        if plan.rewrite is not None:
+            request.path = plan.rewrite.render(ctx.params)
+        return None
+
+    async def authenticate(self, authenticator: Authenticator, request: EdgeRequest) -> None:
+        headers = request.header_view()
+        body: bytes | None = None
+        if authenticator.needs_body and "x-amz-content-sha256" not in headers:
+            body = await read_bounded(request.body, MAX_BUFFERED_BODY)
+            request.body = single_chunk(body)
+        try:
+            await authenticator.authenticate(
+                AuthRequest(
+                    method=request.method,
+                    path=request.path,
+                    query_string=request.query.decode("latin-1"),
+                    headers=headers,
+                    body=body,
+                )
+            )
+        except AuthFailure as failure:
+            cls = Unauthorized if failure.status == 401 else Forbidden
+            error = cls(failure.message)
+            error.code = failure.code
+            if failure.www_authenticate:
+                error.headers.append(("www-authenticate", failure.www_authenticate))
+            raise error from failure
+
+    # phase 8 (headers part): rewrite, then CORS on the way out
+    def response_headers(
+        self, plan: RoutePlan | None, request: EdgeRequest, headers: RawHeaders
+    ) -> RawHeaders:
+        if plan is None:
+            return headers
+        headers = plan.response_headers.apply(headers)
+        if plan.cors is not None:
+            extra = plan.cors.response_headers(request.header_view())
+            if extra:
+                headers = merge_cors(headers, extra)
+        return headers
+
+
+def merge_cors(headers: RawHeaders, extra: list[tuple[str, str]]) -> RawHeaders:
+    """Add CORS headers, replacing any the target set and folding `vary` into one value."""
+    names = {k.lower().encode() for k, _ in extra}
+    vary_extra = [v for k, v in extra if k.lower() == "vary"]
+    kept = [(k, v) for k, v in headers if k not in names or k == b"vary"]
+    kept.extend((k.lower().encode(), v.encode("latin-1")) for k, v in extra if k.lower() != "vary")
+    if vary_extra:
+        existing = [t.strip() for k, v in kept if k == b"vary" for t in v.decode("latin-1").split(",")]
+        merged = list(dict.fromkeys([t for t in existing if t] + vary_extra))
+        kept = [(k, v) for k, v in kept if k != b"vary"]
+        kept.append((b"vary", ", ".join(merged).encode("latin-1")))
+    return kept
+
+
+async def read_bounded(body: AsyncIterator[bytes], limit: int) -> bytes:
+    """Read a whole body a phase must see at once; past `limit` the request is refused (413)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in body:
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes cannot be authenticated")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _encode(headers: list[tuple[str, str]]) -> RawHeaders:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]

@@ -1,0 +1,135 @@
+"""Running a node: the public listener and the admin listener in one event loop, N worker processes.
+
+Both listeners are uvicorn servers sharing one loop and one `Gateway`. Signals are handled here
+rather than by each uvicorn server (each would replace the other's handler): SIGTERM or SIGINT asks
+both to stop accepting and lets in-flight requests, streams included, finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+import socket
+import sys
+from collections.abc import Generator
+from pathlib import Path
+
+import uvicorn
+
+from gateway.admin.app import admin_app
+from gateway.app import Gateway
+from routes import Config, load_config
+
+log = logging.getLogger("edgefn.server")
+
+GRACEFUL_S = 30
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # signals belong to `serve`, which stops every listener at once
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def bind(listen: str) -> socket.socket:
+    host, port = split_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(message)s" if level != "DEBUG" else "%(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve_sockets(config: Config, public: socket.socket, admin: socket.socket | None) -> None:
+    gateway = Gateway(config)
+    servers = [
+        _Server(
+            uvicorn.Config(
+                gateway,
+                lifespan="on",
+                log_config=None,
+                access_log=False,
+                proxy_headers=False,
+                timeout_graceful_shutdown=GRACEFUL_S,
+                server_header=False,
+            )
+        )
+    ]
+    if admin is not None:
+        servers.append(
+            _Server(
+                uvicorn.Config(
+                    admin_app(gateway), lifespan="off", log_config=None, access_log=False, server_header=False
+                )
+            )
+        )
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        log.info("shutting down: letting in-flight requests finish")
+        for s in servers:
+            s.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    # The public server runs the lifespan (functions load there); admin starts alongside.
+    tasks = [asyncio.create_task(servers[0].serve(sockets=[public]))]
+    if admin is not None:
+        tasks.append(asyncio.create_task(servers[1].serve(sockets=[admin])))
+    await asyncio.gather(*tasks)
+
+
+def _worker(config_path: str, public: socket.socket, admin: socket.socket | None, level: str) -> None:
+    configure_logging(level)
+    asyncio.run(serve_sockets(load_config(config_path), public, admin))
+
+
+def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
+    public = bind(config.node.listen)
+    admin = bind(config.node.admin_listen) if config.node.admin_listen else None
+    log.info(
+        "edgefn %s listening on http://%s (admin http://%s), %d worker(s)",
+        config.node.name,
+        config.node.listen,
+        config.node.admin_listen,
+        workers,
+    )
+    if workers <= 1:
+        asyncio.run(serve_sockets(config, public, admin))
+        return 0
+    # Several processes accept on the same sockets; each has its own gateway and runtime.
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker, args=(str(Path(config.path)), public, admin, level), daemon=False)
+        for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                p.terminate() if signum == signal.SIGTERM else p.kill()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, lambda *_: None)  # children get SIGINT from the terminal themselves
+    for p in procs:
+        p.join()
+    return max((p.exitcode or 0) for p in procs)

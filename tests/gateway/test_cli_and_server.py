@@ -1,0 +1,183 @@
+"""The `edgefn` command as a user runs it: check, routes, serve (with a graceful SIGTERM), admin."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import free_port
+
+EDGEFN = [sys.executable, "-m", "gateway.cli"]
+
+
+def write(tmp_path: Path, text: str, name: str = "edgefn.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_check_reports_every_problem_with_file_and_key(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[node]
+listen = "127.0.0.1:8080"
+bogus = 1
+
+[[routes]]
+name = "a"
+path = "/a"
+origin = "missing"
+
+[[routes]]
+name = "b"
+path = "/b"
+redirect = { to = "/c" }
+auth = { type = "jwt", secret_env = "S", algorithms = ["none"] }
+""",
+    )
+    run = subprocess.run([*EDGEFN, "check", "--config", str(path)], capture_output=True, text=True)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert any(line.startswith(f"{path}: node.bogus:") for line in lines), lines
+    assert any(line.startswith(f"{path}: routes[0].origin:") and "missing" in line for line in lines), lines
+    assert any(line.startswith(f"{path}: routes[1].auth.algorithms:") for line in lines), lines
+    assert "Traceback" not in run.stderr
+
+
+def test_check_accepts_the_example_config(example_components) -> None:
+    run = subprocess.run(
+        [*EDGEFN, "check", "--config", "examples/edgefn.toml"], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert "ok" in run.stdout
+
+
+def test_routes_explains_the_winner(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[origins.web]
+endpoints = [{ url = "http://127.0.0.1:9" }]
+
+[[routes]]
+name = "tail"
+path = "/api/{*rest}"
+origin = "web"
+
+[[routes]]
+name = "exact"
+path = "/api/users"
+origin = "web"
+methods = ["GET"]
+""",
+    )
+    run = subprocess.run(
+        [*EDGEFN, "routes", "--config", str(path), "GET", "http://x/api/users"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "'exact'" in run.stdout
+    run = subprocess.run(
+        [*EDGEFN, "routes", "--config", str(path), "GET", "http://x/api/orders/7"],
+        capture_output=True,
+        text=True,
+    )
+    assert "'tail'" in run.stdout and "rest='orders/7'" in run.stdout
+    run = subprocess.run(
+        [*EDGEFN, "routes", "--config", str(path), "GET", "http://x/other"], capture_output=True, text=True
+    )
+    assert run.returncode == 1 and "404" in run.stdout
+
+
+@pytest.fixture
+def served(tmp_path: Path, origin: str):
+    port, admin = free_port(), free_port()
+    path = write(
+        tmp_path,
+        f"""
+[node]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+data_dir = "{tmp_path / "data"}"
+
+[origins.web]
+endpoints = [{{ url = "{origin}" }}]
+
+[[routes]]
+name = "web"
+path = "/{{*rest}}"
+origin = "web"
+""",
+    )
+    env = {**os.environ, "EDGEFN_ADMIN_TOKEN": "s3cret"}
+    proc = subprocess.Popen(
+        [*EDGEFN, "serve", "--config", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{admin}/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "gateway did not start"
+        time.sleep(0.05)
+    yield proc, base, f"http://127.0.0.1:{admin}"
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_lets_an_in_flight_stream_finish(served) -> None:
+    proc, base, _ = served
+    result: dict[str, object] = {}
+
+    def fetch() -> None:
+        with httpx.stream("GET", f"{base}/pause?first=32&wait=1.5", timeout=10) as r:
+            result["body"] = r.read()
+            result["status"] = r.status_code
+
+    t = threading.Thread(target=fetch)
+    t.start()
+    time.sleep(0.5)  # the stream is open and waiting on the origin's pause
+    proc.send_signal(signal.SIGTERM)
+    t.join(timeout=10)
+    assert result.get("status") == 200
+    assert result.get("body") == b"a" * 32 + b"b" * 32
+    assert proc.wait(timeout=15) == 0
+    stderr = proc.stderr.read() if proc.stderr else ""
+    access = [json.loads(line) for line in stderr.splitlines() if line.startswith("{") and '"route"' in line]
+    assert any(a["path"].startswith("/pause") and a["status"] == 200 and a["bytes_out"] == 64 for a in access)
+
+
+def test_admin_health_and_metrics(served) -> None:
+    _, base, admin = served
+    assert httpx.get(f"{base}/echo").status_code == 200
+    assert httpx.get(f"{base}/status/503").status_code == 503
+    assert httpx.get(f"{admin}/metrics").status_code == 401
+    r = httpx.get(f"{admin}/metrics", headers={"authorization": "Bearer s3cret"})
+    assert r.status_code == 200
+    text = r.text
+    assert 'edgefn_requests_total{route="web",status="200"}' in text
+    assert 'edgefn_requests_total{route="web",status="503"}' in text
+    assert "edgefn_request_duration_seconds_bucket" in text
+    assert "edgefn_requests_in_flight" in text
+    origins = httpx.get(f"{admin}/origins", headers={"authorization": "Bearer s3cret"}).json()
+    assert origins[0]["name"] == "web"
