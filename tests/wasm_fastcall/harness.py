@@ -183,6 +183,13 @@ def make_linker(engine: Engine, host: Host) -> Linker:
     return linker
 
 
+def make_linker_for(engine: Engine, host: Host, component: Component) -> Linker:
+    """A linker for a guest that imports only part of the host interface (the WAT guests)."""
+    linker = make_linker(engine, host)
+    linker.define_unknown_imports_as_traps(component)
+    return linker
+
+
 class Guest:
     """One instance of the test guest in its own Store."""
 
@@ -204,3 +211,54 @@ class Guest:
     def run(self, op: str, data: bytes = b"", n: int = 0) -> bytes:
         result: bytes = self.call("run", op, data, n)
         return result
+
+
+def wat_probe(ty: str) -> str:
+    """A component importing `edgefn:fastcall/probe.f: func(a: T) -> T`, exported as `call`.
+
+    Two of these with different T, linked through one Linker, import the same name with different
+    types: the case a plan cache keyed only by host function would get wrong.
+    """
+    core = {"u32": "i32", "u64": "i64", "s32": "i32", "f64": "f64"}[ty]
+    return f"""
+(component
+  (import "edgefn:fastcall/probe" (instance $h (export "f" (func (param "a" {ty}) (result {ty})))))
+  (core module $m
+    (import "h" "f" (func $f (param {core}) (result {core})))
+    (func (export "call") (param {core}) (result {core}) local.get 0 call $f))
+  (core func $lf (canon lower (func $h "f")))
+  (core instance $hi (export "f" (func $lf)))
+  (core instance $i (instantiate $m (with "h" (instance $hi))))
+  (func (export "call") (param "a" {ty}) (result {ty}) (canon lift (core func $i "call"))))
+"""
+
+
+# A guest whose loops are wasm, not Python: it measures the host call alone.
+WAT_LOOPS = """
+(component
+  (import "edgefn:fastcall/host" (instance $h
+    (export "noop" (func))
+    (export "add" (func (param "a" u32) (param "b" u32) (result u32)))))
+  (core module $m
+    (import "h" "noop" (func $noop))
+    (import "h" "add" (func $add (param i32 i32) (result i32)))
+    (func (export "loop-noop") (param $n i32)
+      (block $done (loop $next
+        (br_if $done (i32.eqz (local.get $n)))
+        (call $noop)
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $next))))
+    (func (export "loop-add") (param $n i32) (result i32) (local $acc i32)
+      (block $done (loop $next
+        (br_if $done (i32.eqz (local.get $n)))
+        (local.set $acc (call $add (local.get $acc) (local.get $n)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $next)))
+      (local.get $acc)))
+  (core func $noop (canon lower (func $h "noop")))
+  (core func $add (canon lower (func $h "add")))
+  (core instance $hi (export "noop" (func $noop)) (export "add" (func $add)))
+  (core instance $i (instantiate $m (with "h" (instance $hi))))
+  (func (export "loop-noop") (param "n" u32) (canon lift (core func $i "loop-noop")))
+  (func (export "loop-add") (param "n" u32) (result u32) (canon lift (core func $i "loop-add"))))
+"""

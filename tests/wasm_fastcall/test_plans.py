@@ -1,0 +1,84 @@
+"""Plan cache keys: one host function, several component types; slots reused after a linker dies."""
+
+from __future__ import annotations
+
+import gc
+
+from wasmtime import Engine, Store
+from wasmtime.component import Component, Linker
+
+from tests.wasm_fastcall import harness
+from wasm_runtime import _fastcall
+
+
+def _probe_linker(engine: Engine, calls: list[object]) -> Linker:
+    def f(store: object, a: object) -> object:
+        calls.append(a)
+        return a + 1  # type: ignore[operator]
+
+    linker = Linker(engine)
+    with linker.root() as root, root.add_instance("edgefn:fastcall/probe") as inst:
+        inst.add_func("f", f)
+    return linker
+
+
+def _call(engine: Engine, linker: Linker, component: Component, value: object) -> object:
+    store = Store(engine)
+    func = linker.instantiate(store, component).get_func(store, "call")
+    assert func is not None
+    result = func(store, value)
+    func.post_return(store)
+    return result
+
+
+def test_one_host_function_serves_components_that_import_it_with_different_types(fast: None) -> None:
+    engine = Engine()
+    by_type = {ty: Component(engine, harness.wat_probe(ty)) for ty in ("u32", "u64", "f64", "s32")}
+    calls: list[object] = []
+    linker = _probe_linker(engine, calls)
+    built = _fastcall.stats()["host_plans_built"]
+    # Interleaved, so a plan keyed by the host function alone would convert with the wrong type.
+    for _ in range(2):
+        assert _call(engine, linker, by_type["u32"], 41) == 42
+        assert _call(engine, linker, by_type["u64"], 2**40) == 2**40 + 1
+        assert _call(engine, linker, by_type["f64"], 1.5) == 2.5
+        assert _call(engine, linker, by_type["s32"], -5) == -4
+    assert calls == [41, 2**40, 1.5, -5] * 2
+    assert _fastcall.stats()["host_plans_built"] == built + 4
+
+
+def test_a_second_copy_of_a_component_gets_its_own_plan(fast: None) -> None:
+    engine = Engine()
+    first = Component(engine, harness.wat_probe("u32"))
+    second = Component(engine, harness.wat_probe("u32"))
+    linker = _probe_linker(engine, [])
+    built = _fastcall.stats()["host_plans_built"]
+    assert _call(engine, linker, first, 1) == 2
+    assert _call(engine, linker, first, 2) == 3
+    assert _call(engine, linker, second, 3) == 4
+    assert _fastcall.stats()["host_plans_built"] == built + 2
+
+
+def test_plans_die_with_their_linker_and_reused_slots_start_afresh(fast: None) -> None:
+    engine = Engine()
+    u32 = Component(engine, harness.wat_probe("u32"))
+    f64 = Component(engine, harness.wat_probe("f64"))
+    linker = _probe_linker(engine, [])
+    assert _call(engine, linker, u32, 1) == 2
+    plans = _fastcall.stats()["host_plans"]
+    del linker
+    gc.collect()
+    assert _fastcall.stats()["host_plans"] == plans - 1
+    # The freed function slot is handed to the next add_func; its plans must not leak into it.
+    linker = _probe_linker(engine, [])
+    assert _call(engine, linker, f64, 0.25) == 1.25
+    assert _call(engine, linker, u32, 7) == 8
+
+
+def test_wasm_loop_guest_calls_the_host(fast: None) -> None:
+    engine = Engine()
+    component = Component(engine, harness.WAT_LOOPS)
+    host = harness.Host()
+    guest = harness.Guest(engine, harness.make_linker_for(engine, host, component), component)
+    assert guest.call("loop-noop", 10) is None
+    assert guest.call("loop-add", 100) == sum(range(101))
