@@ -68,7 +68,7 @@ edge = { viewer = "geo-rewrite", origin = "add-headers" }   # edge functions by 
 component = "examples/hello/hello.wasm"
 [functions.add-headers]
 component = "examples/hello/hello.wasm"
-"""  # noqa: E501
+"""
 
 
 def test_design_sample_loads(tmp_path: Path) -> None:
