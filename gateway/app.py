@@ -203,7 +203,7 @@ class Gateway:
                     response = await plan.target.handle(request)
             except Exception as exc:
                 response = self.error_response(ctx, exc)
-            response.headers = self.pipeline.response_headers(plan, request, response.headers)
+            response.headers = self.pipeline.response_headers(plan, request, response)
             await self.send_response(ctx, response, send)
         finally:
             self.metrics.in_flight.dec()

@@ -20,6 +20,7 @@ import json
 
 import httpx
 
+from gateway.policies.auth import AuthFailure
 from wasm_runtime import FunctionError
 
 
@@ -87,6 +88,12 @@ def error_from(exc: BaseException) -> GatewayError:
     """Map an exception from any layer to the error the client sees."""
     if isinstance(exc, GatewayError):
         return exc
+    if isinstance(exc, AuthFailure):
+        error: GatewayError = (Unauthorized if exc.status == 401 else Forbidden)(
+            exc.message, headers=exc.headers
+        )
+        error.code = exc.code
+        return error
     if isinstance(exc, FunctionError):
         cls = UpstreamTimeout if exc.status == 504 else UpstreamError
         return cls(str(exc), code=exc.code)

@@ -13,8 +13,14 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target, single_chunk
-from gateway.errors import Forbidden, MethodNotAllowed, NoRoute, PayloadTooLarge, Unauthorized
-from gateway.policies.auth import Authenticator, AuthFailure, AuthRequest, build_authenticator
+from gateway.errors import MethodNotAllowed, NoRoute, PayloadTooLarge, error_from
+from gateway.policies.auth import (
+    Authenticator,
+    AuthFailure,
+    AuthRequest,
+    build_authenticator,
+    checked_body,
+)
 from gateway.policies.cors import CorsPolicy
 from gateway.policies.headers import HeaderRewriter
 from routes import Route, RouteTable, Template
@@ -23,6 +29,7 @@ from routes.patterns import PathPattern
 # Lambda's synchronous payload limit; a body that a phase must read whole (SigV4 without a
 # declared payload hash) may not be larger.
 MAX_BUFFERED_BODY = 6 * 1024 * 1024
+PREFLIGHT = "cors-preflight"
 
 
 @dataclass
@@ -83,7 +90,7 @@ class Pipeline:
             view = request.header_view()
             if plan.cors.is_preflight(request.method, view):
                 status, headers = plan.cors.preflight(view)
-                return EdgeResponse(status=status, headers=_encode(headers), served_by="cors-preflight")
+                return EdgeResponse(status=status, headers=_encode(headers), served_by=PREFLIGHT)
         if plan.authenticator is not None:
             await self.authenticate(plan.authenticator, request)
         request.headers = plan.request_headers.apply(request.headers)
@@ -106,7 +113,7 @@ class Pipeline:
             body = await read_bounded(request.body, MAX_BUFFERED_BODY)
             request.body = single_chunk(body)
         try:
-            await authenticator.authenticate(
+            principal = await authenticator.authenticate(
                 AuthRequest(
                     method=request.method,
                     path=request.path,
@@ -116,24 +123,24 @@ class Pipeline:
                 )
             )
         except AuthFailure as failure:
-            cls = Unauthorized if failure.status == 401 else Forbidden
-            error = cls(failure.message)
-            error.code = failure.code
-            if failure.www_authenticate:
-                error.headers.append(("www-authenticate", failure.www_authenticate))
-            raise error from failure
+            raise error_from(failure) from failure
+        signed_hash = principal.claims.get("payload_sha256") if principal.kind == "sigv4" else None
+        if body is None and signed_hash is not None:
+            # The signature covers the declared hash; the body itself is checked as it streams.
+            request.body = checked_body(request.body, signed_hash)
 
     # phase 8 (headers part): rewrite, then CORS on the way out
     def response_headers(
-        self, plan: RoutePlan | None, request: EdgeRequest, headers: RawHeaders
+        self, plan: RoutePlan | None, request: EdgeRequest, response: EdgeResponse
     ) -> RawHeaders:
         if plan is None:
-            return headers
-        headers = plan.response_headers.apply(headers)
-        if plan.cors is not None:
+            return response.headers
+        headers = plan.response_headers.apply(response.headers)
+        if plan.cors is not None and response.served_by != PREFLIGHT:
             extra = plan.cors.response_headers(request.header_view())
-            if extra:
-                headers = merge_cors(headers, extra)
+            if plan.cors.vary_origin and not any(k.lower() == "vary" for k, _ in extra):
+                extra.append(("vary", "origin"))
+            headers = merge_cors(headers, extra)
         return headers
 
 
@@ -145,7 +152,9 @@ def merge_cors(headers: RawHeaders, extra: list[tuple[str, str]]) -> RawHeaders:
     kept.extend((k.lower().encode(), v.encode("latin-1")) for k, v in extra if k.lower() != "vary")
     if vary_extra:
         existing = [t.strip() for k, v in kept if k == b"vary" for t in v.decode("latin-1").split(",")]
-        merged = list(dict.fromkeys([t for t in existing if t] + vary_extra))
+        merged = list({t.lower(): t for t in reversed([t for t in existing if t] + vary_extra)}.values())[
+            ::-1
+        ]
         kept = [(k, v) for k, v in kept if k != b"vary"]
         kept.append((b"vary", ", ".join(merged).encode("latin-1")))
     return kept

@@ -95,6 +95,15 @@ def test_cors_headers_on_actual_response_with_credentials(url) -> None:
     other = httpx.get(f"{url}/cors/echo", headers={"origin": "https://evil.example"})
     assert other.status_code == 200
     assert "access-control-allow-origin" not in other.headers
+    assert "origin" in other.headers["vary"].lower()  # caches must not reuse it for the allowed origin
+
+
+def test_preflight_carries_no_actual_response_headers(url) -> None:
+    r = httpx.options(
+        f"{url}/cors/echo", headers={"origin": "https://app.example", "access-control-request-method": "GET"}
+    )
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    assert "access-control-expose-headers" not in r.headers
 
 
 def test_api_key(url) -> None:
@@ -138,6 +147,27 @@ def test_sigv4_botocore_with_body_reaches_origin_intact(url) -> None:
     assert r.status_code == 403
     forged = _signed("POST", target, body, secret="not-the-secret")
     assert httpx.post(target, content=body, headers=forged).status_code == 403
+
+
+def test_sigv4_declared_payload_hash_is_checked_while_streaming(url) -> None:
+    body = b"signed body" * 1000
+    target = f"{url}/iam/echo"
+    request = AWSRequest(
+        method="PUT",
+        url=target,
+        data=body,
+        headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest()},
+    )
+    SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG"), "lambda", "us-east-1").add_auth(request)
+    headers = dict(request.headers.items())
+    assert (
+        httpx.put(target, content=body, headers=headers).json()["body_sha256"]
+        == hashlib.sha256(body).hexdigest()
+    )
+    # same signed headers, different body: the origin must never get a complete body
+    r = httpx.put(target, content=b"x" * len(body), headers=headers)
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "invalid_payload"
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
