@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# Characters that str.splitlines() breaks on: a user's key or value must not split a problem's line.
+_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
@@ -20,9 +23,8 @@ class ConfigProblem:
     message: str
 
     def __str__(self) -> str:
-        if not self.key:
-            return f"{self.file}: {self.message}"
-        return f"{self.file}: {self.key}: {self.message}"
+        text = f"{self.key}: {self.message}" if self.key else self.message
+        return f"{self.file}: {text.translate(_LINE_BREAKS)}"
 
 
 class ConfigError(Exception):

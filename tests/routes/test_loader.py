@@ -405,3 +405,13 @@ def test_a_bad_function_does_not_cascade_into_routes(tmp_path: Path) -> None:
     path = config_dir(tmp_path)
     text = BASE + "[functions.f]\ncomponent = 3\n[[routes]]\nfunction = 'f'\n"
     assert [p.key for p in problems_of(path, text)] == ["functions.f.component"]
+
+
+def test_a_problem_is_one_line_whatever_the_user_wrote(tmp_path: Path) -> None:
+    path = config_dir(tmp_path)
+    text = BASE + '[origins."a\\rb"]\nendpoints = ["http://a"]\n[[routes]]\norigin = "zz"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, path)
+    lines = str(info.value).splitlines()
+    assert len(lines) == len(info.value.problems) == 2
+    assert lines[1].endswith("origin 'zz' is not configured (configured: a\\rb, web)")

@@ -116,7 +116,7 @@ def _check_problems(exc: ConfigError) -> None:
     for line in str(exc).splitlines():
         assert line.startswith(f"{CONFIG_PATH}: ")
     for problem in exc.problems:
-        assert problem.message and "\n" not in problem.message
+        assert problem.message and len(str(problem).splitlines()) == 1
 
 
 def test_the_unmutated_config_is_valid() -> None:
