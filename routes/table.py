@@ -6,9 +6,11 @@ Precedence (docs/routing.md has examples):
 2. Path, segment by segment from the left: a literal segment before a `{param}` before a `{*tail}`;
    a path that ends exactly at a route beats a tail that would match nothing. So more literal
    segments (a longer route) win over fewer.
-3. Method: a route that does not allow the method is passed over for the next candidate. If some
-   route matched host and path but none allowed the method, the answer is 405 with the union of
-   the methods that would have been accepted; if nothing matched the path, 404.
+3. Method: HEAD is allowed wherever GET is, and OPTIONS on any route with `cors` (so that a
+   preflight reaches the route's CORS policy). A route that does not allow the method is passed
+   over for the next candidate. If some route matched host and path but none allowed the method,
+   the answer is 405 with the union of the methods that would have been accepted; if nothing
+   matched the path, 404.
 4. Ties (same host group and the same path shape) keep config order.
 
 Cost: a dict lookup for exact hosts, one dict lookup per label for suffixes, then a walk down a
@@ -259,6 +261,8 @@ def _entry(route: Route) -> _Entry:
         methods = frozenset(m.upper() for m in route.methods)
         if "GET" in methods:
             methods |= {"HEAD"}
+        if route.cors is not None:
+            methods |= {"OPTIONS"}  # so that a CORS preflight reaches the route's CORS policy
     rewrite = Template.parse(route.rewrite_path, path.tail) if route.rewrite_path is not None else None
     redirect = Template.parse(route.redirect.to, path.tail) if route.redirect is not None else None
     for template in (rewrite, redirect):

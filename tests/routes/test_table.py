@@ -8,7 +8,7 @@ import re
 import pytest
 
 from routes import Route, RouteTable
-from routes.config import Redirect
+from routes.config import Cors, Redirect
 
 _index = itertools.count()
 
@@ -130,6 +130,14 @@ def test_no_path_match_is_404() -> None:
 def test_head_is_allowed_where_get_is() -> None:
     table = RouteTable.compile([r("a", "/a", methods=("GET",))])
     assert table.match("h", "/a", "head").status == 200
+
+
+def test_options_is_allowed_where_cors_is_configured() -> None:
+    table = RouteTable.compile(
+        [r("cors", "/a", methods=("POST",), cors=Cors(allow_origins=("*",))), r("b", "/b")]
+    )
+    assert table.match("h", "/a", "OPTIONS").status == 200
+    assert table.match("h", "/a", "GET").allowed == ("OPTIONS", "POST")
 
 
 def test_a_route_that_refuses_the_method_is_passed_over() -> None:
