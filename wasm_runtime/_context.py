@@ -80,12 +80,14 @@ class Invocation:
         self.response_set = False
         self.body_read_started = False
         self.cleanups: list[Callable[[], None]] = []
+        self._wakeups = 0
 
     def start_clock(self) -> None:
         self.deadline = time.monotonic() + self.limits.timeout_s
 
     def wake(self) -> None:
         with self.cond:
+            self._wakeups += 1
             self.cond.notify_all()
 
     def wake_threadsafe(self, _: Any = None) -> None:
@@ -108,8 +110,15 @@ class Invocation:
     def wait(self, ready: Callable[[], bool], wake_at: float | None = None) -> None:
         """Blocks the worker thread until `ready()`; wake_at (monotonic s) bounds one sleep."""
         with self.cond:
-            while not ready():
+            while True:
+                # a wake-up may happen inside ready() itself (a future that is already done
+                # runs its callback at once, on this thread): count them so none is lost
+                seen = self._wakeups
+                if ready():
+                    return
                 self.check()
+                if self._wakeups != seen:
+                    continue
                 now = time.monotonic()
                 timeout = self.deadline - now
                 if wake_at is not None:

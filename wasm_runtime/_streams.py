@@ -201,7 +201,7 @@ class ChunkSink:
                 with self._inv.cond:
                     chunk = self._chunks.popleft()
                     self._queued -= len(chunk)
-                    self._inv.cond.notify_all()
+                    self._inv.wake()
                 yield chunk
         finally:
             if not (self.closed and not self._chunks):
@@ -245,7 +245,7 @@ class LineSink:
         self.closed = True
 
 
-Sink = ChunkSink | LineSink
+Sink = Any  # ChunkSink, LineSink or anything with room/push/close/closed/consumer_gone
 
 
 class InputStream(HostResource):

@@ -44,15 +44,37 @@ def _stderr() -> OutputStream:
     return _stdio("stderr")
 
 
+class StdioSink:
+    """stdout/stderr of whichever invocation is running: wasi-libc keeps the stream handle for
+    the instance's life, and a reused instance serves several invocations with it."""
+
+    closed = False
+    consumer_gone = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _sink(self) -> LineSink:
+        i = inv()
+        sinks: dict[str, LineSink] = i.__dict__.setdefault("_stdio", {})
+        sink = sinks.get(self.name)
+        if sink is None:
+            sink = sinks[self.name] = LineSink(i, self.name)
+            i.cleanups.append(sink.close)
+        return sink
+
+    def room(self) -> int:
+        return 1 << 20
+
+    def push(self, data: bytes) -> None:
+        self._sink().push(data)
+
+    def close(self, error: BaseException | None = None) -> None:
+        return None
+
+
 def _stdio(name: str) -> OutputStream:
-    i = inv()
-    sinks = i.__dict__.setdefault("_stdio", {})
-    sink = sinks.get(name)
-    if sink is None:
-        sink = sinks[name] = LineSink(i, name)
-        i.cleanups.append(sink.close)
-    stream = OutputStream(sink)
-    return stream
+    return OutputStream(StdioSink(name))
 
 
 def _exit(status: Ok | Err) -> None:

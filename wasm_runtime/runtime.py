@@ -90,6 +90,9 @@ def _engine_config() -> tuple[Config, str]:
 
 
 def _install_fastcall() -> None:
+    if os.environ.get("EDGEFN_NO_FASTCALL"):
+        log.info("wasm fast path disabled by EDGEFN_NO_FASTCALL")
+        return
     try:
         from . import _fastcall  # type: ignore[attr-defined]
     except ModuleNotFoundError as exc:
@@ -341,11 +344,12 @@ class Runtime:
         if isinstance(abort, HostCancelled):
             return FunctionFailed("cancelled: the client went away")
         text = str(exc)
+        cause = text.split("Caused by:", 1)[-1] if "Caused by:" in text else text
         if "interrupt" in text or time.monotonic() >= inv.deadline:
             return FunctionTimeout(f"the function ran longer than {inv.limits.timeout_s:g} s")
         if inv.host_error is not None:
             return FunctionTrap(f"host error: {inv.host_error}")
-        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "trap")
+        first = next((ln.strip() for ln in cause.splitlines() if ln.strip()), "trap")
         return FunctionTrap(f"the function crashed: {first}"[:500])
 
     async def aclose(self) -> None:

@@ -1,0 +1,137 @@
+"""Requests reach real guests intact; answers come back intact; logs, env, reuse, cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from wasm_runtime import FunctionFailed, InvalidComponent, Limits, Runtime
+
+from .conftest import arun
+from .helpers import chunks, drain, request, runtime
+
+
+def test_hello_sees_method_path_headers_body_and_env(components: dict[str, Path], data_dir: Path) -> None:
+    lines: list[tuple[str, str]] = []
+
+    async def main() -> tuple[int, list[tuple[str, bytes]], dict]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["hello"])
+            req = request(
+                "/a/b?x=1&y=%20",
+                "POST",
+                [("x-test", b"one"), ("x-test", b"two"), ("content-type", b"text/plain")],
+                chunks(b"hello ", b"", b"world \xff"),
+            )
+            resp = await rt.invoke(
+                comp,
+                req,
+                limits=Limits(),
+                env={"GREETING": "hi"},
+                request_id="req-1",
+                log=lambda stream, line: lines.append((stream, line)),
+            )
+            body = await drain(resp)
+            return resp.status, resp.headers, json.loads(body)
+
+    status, headers, echo = arun(main())
+    assert status == 200
+    assert ("content-type", b"application/json") in headers
+    assert echo["method"] == "POST"
+    assert echo["path"] == "/a/b?x=1&y=%20"
+    assert echo["authority"] == "fn.test"
+    assert echo["scheme"] == "HTTP"
+    assert echo["headers"] == [["x-test", "one"], ["x-test", "two"], ["content-type", "text/plain"]]
+    assert echo["body"] == "hello world \xff"
+    assert echo["env"] == {"GREETING": "hi"}
+    assert ("stdout", "hello handled POST /a/b?x=1&y=%20") in lines
+    assert ("stderr", "a line on stderr") in lines
+
+
+def test_other_methods_and_large_request_body(components: dict[str, Path], data_dir: Path) -> None:
+    big = bytes(range(256)) * 8192  # 2 MiB, pulled as the guest reads
+
+    async def main() -> dict:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["hello"])
+            parts = [big[i : i + 65536] for i in range(0, len(big), 65536)]
+            resp = await rt.invoke(comp, request("/", "PURGE", body=chunks(*parts)), limits=Limits())
+            return json.loads(await drain(resp))
+
+    echo = arun(main())
+    assert echo["method"] == "PURGE"
+    assert echo["body_len"] == len(big)
+    assert echo["body_sha256"] == hashlib.sha256(big).hexdigest()
+
+
+def test_instance_reuse_serves_several_requests_on_one_instance(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    async def main() -> list[bool]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["hello"])
+            fresh = []
+            for _ in range(4):
+                resp = await rt.invoke(comp, request("/r"), limits=Limits(instance_reuse=3))
+                assert json.loads(await drain(resp))["path"] == "/r"
+                fresh.append(resp.stats.fresh_instance)
+            return fresh
+
+    assert arun(main()) == [True, False, False, True]
+
+
+def test_stats_are_filled_when_the_body_ends(components: dict[str, Path], data_dir: Path) -> None:
+    async def main():  # type: ignore[no-untyped-def]
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["hello"])
+            resp = await rt.invoke(comp, request(), limits=Limits())
+            await drain(resp)
+            return resp.stats
+
+    stats = arun(main())
+    assert stats.fresh_instance
+    assert stats.duration_ms > 0
+    assert 0 < stats.init_ms <= stats.duration_ms
+
+
+def test_compile_once_then_restart_serves_from_the_cache(components: dict[str, Path], tmp_path: Path) -> None:
+    async def load_twice() -> tuple[bool, bool, int]:
+        async with runtime(tmp_path) as rt:
+            first = await rt.load(components["hello"])
+            again = await rt.load(components["hello"])
+            assert again is first
+        async with runtime(tmp_path) as rt2:
+            restarted = await rt2.load(components["hello"])
+            resp = await rt2.invoke(restarted, request("/after-restart"), limits=Limits())
+            assert json.loads(await drain(resp))["path"] == "/after-restart"
+        return first.from_cache, restarted.from_cache, len(list((tmp_path / "compiled").glob("*.cwasm")))
+
+    first_cached, restarted_cached, artifacts = arun(load_twice())
+    assert not first_cached
+    assert restarted_cached
+    assert artifacts == 1
+
+
+def test_validate_rejects_what_is_not_a_proxy_component(data_dir: Path, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with runtime(data_dir) as rt:
+            with pytest.raises(InvalidComponent, match="not a WebAssembly"):
+                rt.validate(b"hello")
+            with pytest.raises(InvalidComponent, match="core WebAssembly module"):
+                rt.validate(b"\x00asm\x01\x00\x00\x00")
+            with pytest.raises(InvalidComponent, match="incoming-handler"):
+                rt.validate(b"\x00asm\x0d\x00\x01\x00" + b"\x00" * 16)
+            bad = tmp_path / "bad.wasm"
+            bad.write_bytes(b"\x00asm\x0d\x00\x01\x00wasi:http/incoming-handler@0.2.6")
+            with pytest.raises(InvalidComponent, match="does not compile"):
+                await rt.load(bad)
+
+    arun(main())
+
+
+def test_a_guest_error_code_is_a_function_failure() -> None:
+    assert FunctionFailed("x").status == 502
+    assert Runtime is not None
