@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="edgefn's --log-level (default INFO: access log on, as nginx's)",
     )
+    p.add_argument(
+        "--edgefn-command",
+        default="",
+        help="command that runs edgefn in place of the venv's `edgefn` (to A/B a changed gateway); "
+        "`serve --config ...` is appended",
+    )
     p.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md")
     p.add_argument("--no-install", action="store_true", help="do not apt-get install missing tools")
     p.add_argument("--keep-workdir", action="store_true", help="keep configs, logs and the profile")
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=not args.no_profile,
         profile_s=args.profile_duration,
         edgefn_log_level=args.edgefn_log_level,
+        edgefn_command=args.edgefn_command,
         workloads=tuple(args.workloads.split(",")),
     )
     command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])

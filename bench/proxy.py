@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -78,6 +79,7 @@ class Options:
     profile: bool = True
     profile_s: float = 10.0
     edgefn_log_level: str = "INFO"
+    edgefn_command: str = ""  # replaces `edgefn` (A/B runs of a changed gateway); empty: the venv's
     workloads: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
 
 
@@ -103,8 +105,7 @@ class Sample:
 @dataclass
 class Results:
     samples: dict[tuple[str, str], list[Sample]] = field(default_factory=lambda: defaultdict(list))
-    profile: list[tuple[str, float]] = field(default_factory=list)
-    profile_inclusive: list[tuple[str, float]] = field(default_factory=list)
+    profile: Profile | None = None
     profile_note: str = ""
     wrk_commands: list[str] = field(default_factory=list)
 
@@ -199,11 +200,13 @@ origin = "web"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def edgefn_argv() -> tuple[list[str], dict[str, str]]:
-    """How to run `edgefn`: the venv's script once `pip install -e .` made it, else the module
-    from this checkout (same code; the script is only a wrapper around `gateway.cli:main`)."""
+def edgefn_argv(command: str = "") -> tuple[list[str], dict[str, str]]:
+    """How to run `edgefn`: `command` if given, else the venv's script once `pip install -e .` made
+    it, else the module from this checkout (the script is only a wrapper around `gateway.cli:main`)."""
     script = Path(sys.executable).parent / "edgefn"
     env = dict(os.environ)
+    if command:
+        return shlex.split(command), env
     if script.exists():
         return [str(script)], env
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
@@ -265,7 +268,7 @@ def start_systems(procs: Processes, workdir: Path, opts: Options, say: Callable[
         port, admin = free_port(), free_port()
         conf = workdir / f"{name}.toml"
         conf.write_text(edgefn_toml(workdir, name, port, admin, origin_port))
-        base, env = edgefn_argv()
+        base, env = edgefn_argv(opts.edgefn_command)
         argv = [
             *base,
             "serve",
@@ -390,6 +393,7 @@ def profile_edgefn(
         "--output",
         str(out),
         "--nonblocking",
+        "--function",
     ]
     spy_proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -405,9 +409,10 @@ def profile_edgefn(
     if spy_proc.returncode != 0 or not out.exists():
         results.profile_note = f"py-spy failed ({spy_proc.returncode}): {log.strip()[-300:]}"
         return
-    results.profile, results.profile_inclusive, total = top_frames(out.read_text())
+    results.profile = top_frames(out.read_text())
+    total = results.profile.samples
     results.profile_note = (
-        f"`py-spy record --rate 200 --nonblocking` of `{system.name}`, {opts.profile_s:g} s, "
+        f"`py-spy record --rate 200 --nonblocking --function` of `{system.name}`, {opts.profile_s:g} s, "
         f"{total} samples of non-idle threads"
     )
 
@@ -422,10 +427,30 @@ def _short(frame: str) -> str:
     return f"{func} ({loc})" if loc else func
 
 
-def top_frames(raw: str, n: int = 12) -> tuple[list[tuple[str, float]], list[tuple[str, float]], int]:
-    """Self and inclusive shares of frames from py-spy's collapsed stacks (`a;b;c count`)."""
+PROJECT_PACKAGES = ("gateway/", "routes/", "edge/", "wasm_runtime/")
+
+
+@dataclass
+class Profile:
+    samples: int = 0
+    own: list[tuple[str, float]] = field(default_factory=list)  # leaf frames
+    packages: list[tuple[str, float]] = field(default_factory=list)  # leaf frames by top-level package
+    project: list[tuple[str, float]] = field(default_factory=list)  # edgefn's functions, inclusive
+
+
+def _package(frame: str) -> str:
+    loc = frame.partition(" (")[2].rstrip(")")
+    if loc.startswith("<frozen "):
+        return loc[len("<frozen ") :].split(".")[0].split(">")[0] + " (frozen)"
+    return loc.split("/")[0] if "/" in loc else loc.split(":")[0]
+
+
+def top_frames(raw: str, n: int = 12) -> Profile:
+    """Shares of samples from py-spy's collapsed stacks (`a;b;c count`): where the CPU is spent
+    (leaf frames, and leaves by package) and which of edgefn's own functions it is spent under."""
     own: Counter[str] = Counter()
-    incl: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    project: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
@@ -435,13 +460,17 @@ def top_frames(raw: str, n: int = 12) -> tuple[list[tuple[str, float]], list[tup
         frames = [_short(f) for f in stack.split(";")]
         total += k
         own[frames[-1]] += k
+        packages[_package(frames[-1])] += k
         for f in set(frames):
-            incl[f] += k
+            if any(f"({pkg}" in f for pkg in PROJECT_PACKAGES) and "cli.py" not in f and "server.py" not in f:
+                project[f] += k
     if not total:
-        return [], [], 0
-    # Frames in nearly every stack (the event loop, thread bootstrap) say nothing; drop them.
-    inclusive = [(f, c / total) for f, c in incl.most_common() if c / total < 0.97][:n]
-    return [(f, c / total) for f, c in own.most_common(n)], inclusive, total
+        return Profile()
+
+    def shares(c: Counter[str]) -> list[tuple[str, float]]:
+        return [(f, k / total) for f, k in c.most_common(n)]
+
+    return Profile(total, shares(own), shares(packages), shares(project))
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -666,20 +695,27 @@ def _reading(systems: Sequence[System], results: Results, workloads: Sequence[Wo
             "well below it means the cores are shared out (wrk and the origin take theirs).",
             "",
         ]
-    if results.profile:
+    prof = results.profile
+    if prof is not None and prof.samples:
+
+        def rows(items: list[tuple[str, float]]) -> list[list[str]]:
+            return [[f"{share:.1%}", f"`{name}`"] for name, share in items]
+
         out += [
-            f"Profile of edgefn under the 1 MiB load ({results.profile_note}). Top frames by own time:",
+            f"Profile of edgefn under the 1 MiB, 64-connection load ({results.profile_note}). "
+            "Shares are of all samples.",
             "",
-            table(
-                ["own share", "frame"], [[f"{share:.1%}", f"`{frame}`"] for frame, share in results.profile]
-            ),
+            "Where the CPU goes, by package (own time of the innermost frame):",
             "",
-            "Top frames by inclusive time (frames present in > 97 % of samples dropped):",
+            table(["own share", "package"], rows(prof.packages)),
             "",
-            table(
-                ["inclusive share", "frame"],
-                [[f"{share:.1%}", f"`{frame}`"] for frame, share in results.profile_inclusive],
-            ),
+            "Top frames by own time:",
+            "",
+            table(["own share", "frame"], rows(prof.own)),
+            "",
+            "edgefn's own functions by inclusive time (what the time above is spent under):",
+            "",
+            table(["inclusive share", "function"], rows(prof.project)),
             "",
         ]
     elif results.profile_note:
