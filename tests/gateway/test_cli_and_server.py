@@ -181,3 +181,50 @@ def test_admin_health_and_metrics(served) -> None:
     assert "edgefn_requests_in_flight" in text
     origins = httpx.get(f"{admin}/origins", headers={"authorization": "Bearer s3cret"}).json()
     assert origins[0]["name"] == "web"
+
+
+def test_workers_share_the_port_and_stop_together(tmp_path: Path, origin: str) -> None:
+    port = free_port()
+    path = write(
+        tmp_path,
+        f"""
+[node]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{free_port()}"
+data_dir = "{tmp_path / "data"}"
+
+[origins.web]
+endpoints = [{{ url = "{origin}" }}]
+
+[[routes]]
+name = "web"
+path = "/{{*rest}}"
+origin = "web"
+""",
+    )
+    proc = subprocess.Popen(
+        [*EDGEFN, "serve", "--config", str(path), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) >= 2
+        assert all(httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200 for _ in range(10))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
