@@ -89,44 +89,51 @@ def linear_match(routes: list[Route]) -> Callable[[str, str, str], Route | None]
     return match
 
 
-def per_lookup_us(fn: Callable[[], object], repeats: int, budget_s: float) -> float:
-    """Median over `repeats` runs of one pass over LOOKUPS, per lookup, in microseconds."""
-    timer = timeit.Timer(fn)
-    number, _ = timer.autorange()
-    number = max(1, int(number * budget_s / 0.2 / repeats))
-    runs = timer.repeat(repeat=repeats, number=number)
-    return statistics.median(runs) / number / len(LOOKUPS) * 1e6
+def _pass(fn: Callable[[str, str, str], object]) -> Callable[[], None]:
+    def run() -> None:
+        for lookup in LOOKUPS:
+            fn(*lookup)
+
+    return run
+
+
+def interleaved_us(fns: list[Callable[[], None]], repeats: int) -> list[float]:
+    """Median per-lookup time of each fn, in microseconds.
+
+    The runs alternate between the tables so that a change in machine load (the cores are shared)
+    hits every size alike instead of biasing the ratio.
+    """
+    numbers = []
+    for fn in fns:
+        number, _ = timeit.Timer(fn).autorange()  # about 0.2 s per run
+        numbers.append(max(1, number // 2))
+    runs: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            runs[i].append(timeit.Timer(fn).timeit(numbers[i]) / numbers[i])
+    return [statistics.median(r) / len(LOOKUPS) * 1e6 for r in runs]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.routes", description=__doc__)
     parser.add_argument("--sizes", default="10,10000", help="route counts, comma-separated")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    rows = []
+    compile_ms, tries, scans = [], [], []
     for n in sizes:
         routes = build_routes(n)
         start = time.perf_counter()
         table = RouteTable.compile(routes)
-        compile_ms = (time.perf_counter() - start) * 1e3
+        compile_ms.append((time.perf_counter() - start) * 1e3)
         answers = [m.route.name if m.route else m.status for m in (table.match(*lk) for lk in LOOKUPS)]
         assert answers == EXPECTED, answers
-
-        def trie(table: RouteTable = table) -> None:
-            for lookup in LOOKUPS:
-                table.match(*lookup)
-
-        linear = linear_match(routes)
-
-        def scan(linear: Callable[[str, str, str], Route | None] = linear) -> None:
-            for lookup in LOOKUPS:
-                linear(*lookup)
-
-        trie_us = per_lookup_us(trie, args.repeats, 1.0)
-        scan_us = per_lookup_us(scan, 3 if n > 1000 else args.repeats, 1.0)
-        rows.append((n, compile_ms, trie_us, scan_us))
+        tries.append(_pass(table.match))
+        scans.append(_pass(linear_match(routes)))
+    trie_us = interleaved_us(tries, args.repeats)
+    scan_us = interleaved_us(scans, 3)
+    rows = list(zip(sizes, compile_ms, trie_us, scan_us, strict=True))
 
     print(f"{'routes':>8} {'compile ms':>11} {'trie us/lookup':>15} {'linear scan us/lookup':>22}")
     for n, compile_ms, trie_us, scan_us in rows:
