@@ -21,6 +21,11 @@ What `install()` changes, process-wide:
   host function is finalized (its linker is gone), since wasmtime-py reuses function slots.
 - `Func.__call__` (calling a guest export) caches its parameter and result types the same way.
 
+What it cannot change, because wasmtime does it in Rust behind the C API: each byte of a list<u8>
+is a 32-byte C value and a Rust `Val`, converted and type-checked one by one (about 40-50 ms per
+MiB per direction on this machine), and each crossing is capped by wasmtime's hostcall fuel
+(128 MiB at 48 per element: at most 2,796,202 bytes in one list). Bodies must cross in chunks.
+
 Only `install()` is public. It is idempotent; it raises RuntimeError on any other wasmtime version
 and logs and leaves wasmtime-py untouched if the value layout is not the one checked for.
 """
@@ -41,6 +46,7 @@ import wasmtime.component._enter as _enter
 import wasmtime.component._func as _func
 import wasmtime.component._linker as _linker
 import wasmtime.component._types as _types
+from wasmtime import StoreContext, WasmtimeError
 from wasmtime import _ffi as ffi
 
 log = logging.getLogger(__name__)
@@ -65,6 +71,9 @@ _FUNC_TYPE_P = ctypes.POINTER(ffi.wasmtime_component_func_type_t)
 # Plans kept per host function; more than this many types for one function means the linker is
 # shared by many components with different signatures, and the oldest plan is dropped.
 _MAX_PLANS_PER_FUNC = 8
+# Export type entries pin their component's type tables; past this many (components retired by
+# redeploys), the cache starts over rather than keep dead components' tables alive.
+_MAX_EXPORT_TYPES = 4096
 
 _lock = threading.Lock()
 _installed = False
@@ -310,16 +319,71 @@ def _patch_types() -> None:
 # Host calls
 
 
-class _HostPlan:
-    """Parameter and result types of one host function for one component function type."""
+# Integer and float kinds whose payload is read straight from the value bytes:
+# type -> (value kind, struct code for the payload at offset 8).
+_SCALARS: dict[type, tuple[int, str]] = {
+    _types.Bool: (0, "?"), _types.S8: (1, "b"), _types.U8: (2, "B"), _types.S16: (3, "h"),
+    _types.U16: (4, "H"), _types.S32: (5, "i"), _types.U32: (6, "I"), _types.S64: (7, "q"),
+    _types.U64: (8, "Q"), _types.F32: (9, "f"), _types.F64: (10, "d"),
+}
+# Integer results written straight into the value: type -> (kind, unsigned code, bit mask).
+# ctypes wraps out-of-range ints silently when the generic path assigns the field; masking
+# writes the same bits.
+_INT_RESULTS: dict[type, tuple[int, str, int]] = {
+    _types.S8: (1, "B", 0xFF), _types.U8: (2, "B", 0xFF), _types.S16: (3, "H", 0xFFFF),
+    _types.U16: (4, "H", 0xFFFF), _types.S32: (5, "I", 0xFFFFFFFF), _types.U32: (6, "I", 0xFFFFFFFF),
+    _types.S64: (7, "Q", 0xFFFFFFFFFFFFFFFF), _types.U64: (8, "Q", 0xFFFFFFFFFFFFFFFF),
+}
+_SCALAR_BYTES = ctypes.c_char * 16
 
-    __slots__ = ("fty", "n_params", "param_types", "result_type")
+
+def _param_reader(ty: Any) -> Callable[[int], Any]:
+    """How to read one argument at an address: scalars from the raw bytes, the rest generically."""
+    scalar = _SCALARS.get(type(ty))
+    if scalar is None:
+        convert = ty.convert_from_c
+        return lambda address: convert(_VAL.from_address(address))
+    kind, code = scalar
+    unpack = struct.Struct("<B7x" + code).unpack_from
+    name = type(ty).__name__
+
+    def read(address: int) -> Any:
+        found, value = unpack(_SCALAR_BYTES.from_address(address).raw)
+        if found != kind:
+            raise AssertionError(f"expected a {name} argument, found value kind {found}")
+        return value
+
+    return read
+
+
+def _result_writer(ty: Any) -> Callable[[Any, Any, int], None]:
+    int_result = _INT_RESULTS.get(type(ty))
+    if int_result is None:
+        convert = ty.convert_to_c
+        return lambda store, value, address: convert(store, value, ctypes.pointer(_VAL.from_address(address)))
+    kind, code, mask = int_result
+    pack_into = struct.Struct("<B7x" + code).pack_into
+    message = f"expected int for {type(ty).__name__} type"
+
+    def write(store: Any, value: Any, address: int) -> None:
+        if not isinstance(value, int):
+            raise TypeError(message)
+        pack_into(_SCALAR_BYTES.from_address(address), 0, kind, value & mask)
+
+    return write
+
+
+class _HostPlan:
+    """How to convert one host function's arguments and result for one component function type."""
+
+    __slots__ = ("fty", "n_params", "readers", "write_result")
 
     def __init__(self, fty: Any) -> None:
         self.fty = fty  # owns a clone of the type: keeps the key's Arc address from being reused
-        self.param_types = tuple(ty for _, ty in fty.params)
-        self.n_params = len(self.param_types)
-        self.result_type = fty.result
+        self.readers = tuple(_param_reader(ty) for _, ty in fty.params)
+        self.n_params = len(self.readers)
+        result = fty.result
+        self.write_result = None if result is None else _result_writer(result)
 
 
 def _plan_for(idx: int, ty: int) -> _HostPlan:
@@ -345,28 +409,35 @@ def _plan_for(idx: int, ty: int) -> _HostPlan:
 def _func_impl(
     idx: int | None, context: Any, ty: int, args: int, nargs: int, results: int, nresults: int
 ) -> int:
-    """wasmtime-py's `func_impl`, minus the per-call type rebuild."""
-    i = idx or 0
+    """wasmtime-py's `func_impl` and `catch_exceptions` in one, minus the per-call type rebuild.
 
-    def run(store: Any) -> None:
+    Errors travel as there: a WasmtimeError is handed to wasmtime as is; any other exception is
+    parked in `_enter.LAST_EXCEPTION`, which `enter_wasm` re-raises in the caller of the guest.
+    """
+    store = StoreContext(context)
+    try:
+        i = idx or 0
         plan = _plan_for(i, ty)
-        func = _linker.FUNCTIONS.get(i)
         if plan.n_params != nargs:
             raise AssertionError(f"host function got {nargs} arguments, its type has {plan.n_params}")
-        pyargs = [
-            t.convert_from_c(_VAL.from_address(args + n * _STRIDE)) for n, t in enumerate(plan.param_types)
-        ]
-        result = func(store, *pyargs)
-        result_type = plan.result_type
-        if result_type is None:
+        result = _linker.FUNCTIONS.get(i)(
+            store, *[read(args + n * _STRIDE) for n, read in enumerate(plan.readers)]
+        )
+        if plan.write_result is None:
             if nresults != 0 or result is not None:
                 raise AssertionError("host function without a result type returned a value")
         else:
             if nresults != 1:
                 raise AssertionError("host function result count does not match its type")
-            result_type.convert_to_c(store, result, ctypes.pointer(_VAL.from_address(results)))
-
-    return _enter.catch_exceptions(context, run)  # type: ignore[return-value]
+            plan.write_result(store, result, results)
+        return 0
+    except WasmtimeError as exc:
+        return ctypes.cast(exc._consume(), ctypes.c_void_p).value or 0
+    except Exception as exc:
+        _enter.LAST_EXCEPTION = exc
+        return ctypes.cast(WasmtimeError("python exception")._consume(), ctypes.c_void_p).value or 0
+    finally:
+        store._invalidate()
 
 
 _CALLBACK = ctypes.CFUNCTYPE(
@@ -408,6 +479,8 @@ def _export_types_for(func: Any, store: Any) -> tuple[list[Any], Any]:
     params = [ty for _, ty in fty.params]
     result = fty.result
     with _lock:
+        if len(_export_types) >= _MAX_EXPORT_TYPES:
+            _export_types.clear()
         _export_types[key] = (fty, params, result)
         _stats["export_plans_built"] += 1
     return params, result

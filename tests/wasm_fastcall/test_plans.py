@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 
+import pytest
 from wasmtime import Engine, Store
 from wasmtime.component import Component, Linker
 
@@ -82,3 +83,64 @@ def test_wasm_loop_guest_calls_the_host(fast: None) -> None:
     guest = harness.Guest(engine, harness.make_linker_for(engine, host, component), component)
     assert guest.call("loop-noop", 10) is None
     assert guest.call("loop-add", 100) == sum(range(101))
+
+
+_SCALAR_CASES = {
+    "u32": [0, 5, 2**32 - 1, 2**32 + 5, -1, True, 2**64 + 3],
+    "s32": [0, -4, 2**31 - 1, 2**31, -(2**31) - 1, False],
+    "u64": [0, 2**64 - 1, 2**64 + 9, -2],
+    "f64": [0.0, -1.5, 1e300, float("inf")],
+}
+_SCALAR_SCRIPT = """
+import json, sys
+from wasmtime import Engine, Store
+from wasmtime.component import Component, Linker
+from tests.wasm_fastcall import harness
+cases = json.loads(sys.argv[1])
+out = {}
+for ty, values in cases.items():
+    engine = Engine()
+    component = Component(engine, harness.wat_probe(ty))
+    linker = Linker(engine)
+    seen = []
+    with linker.root() as root, root.add_instance("edgefn:fastcall/probe") as inst:
+        inst.add_func("f", lambda store, a: (seen.append(a), a)[1])
+    answers = []
+    for v in values:
+        store = Store(engine)
+        func = linker.instantiate(store, component).get_func(store, "call")
+        try:
+            answers.append(repr(func(store, v)))
+        except Exception as exc:
+            answers.append(type(exc).__name__ + ": " + str(exc).splitlines()[0])
+    out[ty] = {"answers": answers, "seen": [repr(s) for s in seen]}
+print(json.dumps(out))
+"""
+
+
+def test_scalar_arguments_and_results_wrap_and_fail_as_on_the_stock_path(fast: None) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cases = json.dumps(_SCALAR_CASES)
+    stock = subprocess.run(
+        [sys.executable, "-c", _SCALAR_SCRIPT, cases],
+        cwd=harness.REPO, capture_output=True, text=True, check=True, timeout=60,
+    )
+    ours = subprocess.run(
+        [sys.executable, "-c", "from wasm_runtime import _fastcall; _fastcall.install()\n" + _SCALAR_SCRIPT, cases],
+        cwd=harness.REPO, capture_output=True, text=True, check=True, timeout=60,
+    )
+    assert json.loads(ours.stdout) == json.loads(stock.stdout)
+    assert json.loads(ours.stdout)["u32"]["answers"][3] == "5"  # 2**32 + 5 wraps, on both paths
+
+
+def test_a_wrongly_typed_scalar_result_is_the_stock_type_error(fast: None) -> None:
+    engine = Engine()
+    component = Component(engine, harness.wat_probe("u32"))
+    linker = Linker(engine)
+    with linker.root() as root, root.add_instance("edgefn:fastcall/probe") as inst:
+        inst.add_func("f", lambda store, a: 1.5)
+    with pytest.raises(TypeError, match="expected int for U32 type"):
+        _call(engine, linker, component, 1)

@@ -97,3 +97,16 @@ class WitWorld(wit_world.WitWorld):
 
     def identity(self, data: bytes) -> bytes:
         return data
+
+    def loop_echo(self, n: int, size: int) -> int:
+        data = bytes(size)
+        total = 0
+        for _ in range(n):
+            total += len(host.echo(data))
+        return total
+
+    def pull(self, n: int) -> int:
+        return len(host.source(n))
+
+    def push(self, n: int) -> int:
+        return host.sink(bytes(n))

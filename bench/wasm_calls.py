@@ -1,0 +1,178 @@
+"""Host-call cost and list<u8> crossings, stock wasmtime-py against `wasm_runtime._fastcall`.
+
+    .venv/bin/python -m bench.wasm_calls [--runs 5] [--json]
+
+`install()` is process-wide and cannot be undone, so each mode runs in its own child process
+(`--mode stock` never imports `_fastcall`); the parent prints one table of medians.
+
+Rows:
+- host call, wasm loop: a WAT guest calls the host in a wasm loop, so the figure is the host call
+  alone (trampoline, conversions, the Python function).
+- host call, Python guest: the componentize-py guest's loop, which adds the guest's own Python.
+- list<u8> host -> guest / guest -> host: one crossing of N bytes through a host function
+  (`source` result / `sink` argument), measured around a guest export that does only that.
+- Python-side lower / lift: `ListType.convert_to_c` / `convert_from_c` alone for N bytes, the part
+  of a crossing that Python controls; the rest is wasmtime turning each byte into a `Val`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from wasmtime import Engine, Store
+from wasmtime import _ffi as ffi
+from wasmtime.component import Component
+
+from tests.wasm_fastcall import harness  # the guest and host the correctness tests pin down
+
+KIB = 1 << 10
+MIB = 1 << 20
+BYTE_SIZES = (4 * KIB, 64 * KIB, MIB)
+
+
+def _median_us_per_call(runs: int, calls: int, body: Callable[[], Any]) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        body()
+        times.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(times)
+
+
+def _median_ms(runs: int, body: Callable[[], Any]) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        body()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def measure(mode: str, runs: int) -> dict[str, float]:
+    if mode == "fast":
+        from wasm_runtime import _fastcall
+
+        _fastcall.install()
+    engine = Engine()
+    out: dict[str, float] = {}
+
+    wat = Component(engine, harness.WAT_LOOPS)
+    host = harness.Host()
+    host.record_calls = False
+    loops = harness.Guest(engine, harness.make_linker_for(engine, host, wat), wat)
+    n = 20_000 if mode == "fast" else 5_000
+    loops.call("loop-noop", 100)
+    loops.call("loop-add", 100)
+    out["host call noop(), wasm loop (us)"] = _median_us_per_call(runs, n, lambda: loops.call("loop-noop", n))
+    out["host call add(u32, u32) -> u32, wasm loop (us)"] = _median_us_per_call(
+        runs, n, lambda: loops.call("loop-add", n)
+    )
+
+    component = harness.load_guest(engine)
+    guest = harness.Guest(engine, harness.make_linker(engine, host), component)
+    guest.call("loop-noop", 100)
+    out["host call noop(), Python guest (us)"] = _median_us_per_call(
+        runs, n, lambda: guest.call("loop-noop", n)
+    )
+    out["host call add(u32, u32) -> u32, Python guest (us)"] = _median_us_per_call(
+        runs, n, lambda: guest.call("loop-add", n)
+    )
+    m = n // 4
+    out["host call echo(list<u8>) 64 B, Python guest (us)"] = _median_us_per_call(
+        runs, m, lambda: guest.call("loop-echo", m, 64)
+    )
+
+    for size in BYTE_SIZES:
+        label = _size_label(size)
+        guest.call("pull", size)
+        out[f"list<u8> {label} host -> guest (ms)"] = _median_ms(runs, lambda s=size: guest.call("pull", s))
+        out[f"list<u8> {label} guest -> host (ms)"] = _median_ms(runs, lambda s=size: guest.call("push", s))
+
+    out.update(_python_side(engine, component, runs))
+    return out
+
+
+def _python_side(engine: Engine, component: Component, runs: int) -> dict[str, float]:
+    """Only the Python conversion of a list<u8>: what `_fastcall` replaces."""
+    host_iface = component.type.imports(engine)["edgefn:fastcall/host"].ty
+    list_u8 = host_iface.exports(engine)["echo"].ty.params[0][1]  # type: ignore[union-attr]
+    store = Store(engine)
+    data = harness.pattern(MIB)
+    out = {}
+
+    def lower() -> None:
+        val = ffi.wasmtime_component_val_t()
+        list_u8.convert_to_c(store, data, ctypes.pointer(val))
+        ffi.wasmtime_component_val_delete(ctypes.byref(val))
+
+    src = ffi.wasmtime_component_val_t()
+    list_u8.convert_to_c(store, data, ctypes.pointer(src))
+    copies = []
+    for _ in range(runs):
+        dst = ffi.wasmtime_component_val_t()
+        ffi.wasmtime_component_val_clone(ctypes.byref(src), ctypes.byref(dst))
+        copies.append(dst)
+
+    def lift() -> None:
+        assert list_u8.convert_from_c(copies.pop()) == data
+
+    out["Python-side lower, 1 MiB (ms)"] = _median_ms(runs, lower)
+    out["Python-side lift, 1 MiB (ms)"] = _median_ms(runs, lift)
+    ffi.wasmtime_component_val_delete(ctypes.byref(src))
+    return out
+
+
+def _size_label(size: int) -> str:
+    return f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
+
+
+def _child(mode: str, runs: int) -> dict[str, float]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.wasm_calls", "--mode", mode, "--runs", str(runs)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=harness.REPO,
+        timeout=900,
+    )
+    result: dict[str, float] = json.loads(proc.stdout)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5, help="runs per figure; the median is reported")
+    parser.add_argument("--mode", choices=["stock", "fast"], help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    if args.mode:
+        print(json.dumps(measure(args.mode, args.runs)))
+        return 0
+    harness.guest_wasm()  # build once here, not twice in parallel children
+    stock = _child("stock", args.runs)
+    fast = _child("fast", args.runs)
+    if args.json:
+        print(json.dumps({"stock": stock, "fast": fast}, indent=2))
+        return 0
+    width = max(len(k) for k in stock)
+    title = f"figure (median of {args.runs} runs)"
+    print(f"| {title:<{width}} | stock wasmtime-py | _fastcall | speed-up |")
+    print(f"| {'-' * width} | ---: | ---: | ---: |")
+    for key, before in stock.items():
+        after = fast[key]
+        print(f"| {key:<{width}} | {before:,.1f} | {after:,.2f} | {before / after:,.1f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
