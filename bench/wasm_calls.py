@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -88,6 +89,10 @@ def measure(mode: str, runs: int) -> dict[str, float]:
     m = n // 4
     out["host call echo(list<u8>) 64 B, Python guest (us)"] = _median_us_per_call(
         runs, m, lambda: guest.call("loop-echo", m, 64)
+    )
+
+    out["host call blob.append(borrow<blob>, list<u8>) 64 B, Python guest (us)"] = _median_us_per_call(
+        runs, m, lambda: guest.call("loop-blob", m, 64)
     )
 
     for size in BYTE_SIZES:
@@ -159,10 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.mode, args.runs)))
         return 0
     harness.guest_wasm()  # build once here, not twice in parallel children
+    load_before = os.getloadavg()[0]
     stock = _child("stock", args.runs)
     fast = _child("fast", args.runs)
+    load_after = os.getloadavg()[0]
+    load = f"1-min load average {load_before:.1f} before, {load_after:.1f} after, {os.cpu_count()} cores"
+
     if args.json:
-        print(json.dumps({"stock": stock, "fast": fast}, indent=2))
+        print(json.dumps({"stock": stock, "fast": fast, "load": load}, indent=2))
         return 0
     width = max(len(k) for k in stock)
     title = f"figure (median of {args.runs} runs)"
@@ -171,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, before in stock.items():
         after = fast[key]
         print(f"| {key:<{width}} | {before:,.1f} | {after:,.2f} | {before / after:,.1f}x |")
+    print(f"\n{load}")
     return 0
 
 

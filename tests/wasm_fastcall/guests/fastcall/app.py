@@ -110,3 +110,11 @@ class WitWorld(wit_world.WitWorld):
 
     def push(self, n: int) -> int:
         return host.sink(bytes(n))
+
+    def loop_blob(self, n: int, size: int) -> int:
+        data = bytes(size)
+        total = 0
+        with host.Blob(b"") as blob:
+            for _ in range(n):
+                total = blob.append(data)
+        return total
