@@ -122,6 +122,7 @@ class Runtime:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="wasm")
         self._cache: cachetools.LRUCache[str, LoadedComponent] = cachetools.LRUCache(cache_size)
         self._load_locks: dict[str, asyncio.Lock] = {}
+        self._active: set[Invocation] = set()
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
         self._ticker.start()
@@ -221,6 +222,8 @@ class Runtime:
             request_id=request_id,
             log_fn=log,
         )
+        if self._stop.is_set():
+            raise FunctionFailed("the runtime is shutting down")
         head: asyncio.Future[tuple[int, list[tuple[str, bytes]], ChunkSink]] = loop.create_future()
         stats = InvocationStats()
         worker = loop.run_in_executor(self._executor, self._run, component, inv, head, stats)
@@ -253,6 +256,7 @@ class Runtime:
     ) -> None:
         t0 = time.perf_counter()
         inv.start_clock()
+        self._active.add(inv)
         outcome = _Outcome(inv, head)
         try:
             self._execute(comp, inv, outcome, stats)
@@ -267,6 +271,7 @@ class Runtime:
                     log.exception("cleanup after %s failed", comp.name)
             current.inv = None
             current.store = None
+            self._active.discard(inv)
             stats.duration_ms = (time.perf_counter() - t0) * 1000
 
     def _instantiate(self, comp: LoadedComponent, inv: Invocation) -> _Warm:
@@ -353,7 +358,15 @@ class Runtime:
         return FunctionTrap(f"the function crashed: {first}"[:500])
 
     async def aclose(self) -> None:
+        """Stops every running guest (host waits are cancelled, wasm is interrupted by moving
+        the epoch past every deadline), then the ticker and the worker threads."""
         self._stop.set()
+        running = list(self._active)
+        for inv in running:
+            inv.cancel()
+        longest = max((inv.limits.timeout_s for inv in running), default=0.0)
+        for _ in range(math.ceil(longest / TICK_S) + 2):
+            self.engine.increment_epoch()
         await asyncio.to_thread(self._ticker.join, 1.0)
         await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
         if self._own_transport and isinstance(self.transport, HttpxTransport):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.servers import ServerThread
-from wasm_runtime import FunctionTimeout, FunctionTrap, Limits
+from wasm_runtime import FunctionError, FunctionTimeout, FunctionTrap, Limits, Runtime
 
 from .conftest import arun
 from .fnserver import Fn, FnApp
@@ -85,3 +86,23 @@ def test_unbounded_allocation_is_a_5xx_and_the_runtime_keeps_serving(
     assert error.status == 502 and error.code == "function_crashed"
     assert ok_status == 200
     assert other_status == 200
+
+
+def test_aclose_stops_a_runaway_guest_promptly(components: dict[str, Path], data_dir: Path) -> None:
+    async def main() -> tuple[float, BaseException | None]:
+        rt = Runtime(data_dir)
+        comp = await rt.load(components["spin"])
+        task = asyncio.ensure_future(rt.invoke(comp, request(), limits=Limits(timeout_s=60)))
+        await asyncio.sleep(0.3)
+        t0 = time.perf_counter()
+        await rt.aclose()
+        closed_in = time.perf_counter() - t0
+        try:
+            await task
+        except FunctionError as exc:
+            return closed_in, exc
+        return closed_in, None
+
+    closed_in, exc = arun(main())
+    assert closed_in < 2.0
+    assert isinstance(exc, FunctionError)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wasm_runtime import FunctionFailed, InvalidComponent, Limits, Runtime
+from wasm_runtime import FunctionFailed, InvalidComponent, Limits
 
 from .conftest import arun
 from .helpers import chunks, drain, request, runtime
@@ -132,6 +132,32 @@ def test_validate_rejects_what_is_not_a_proxy_component(data_dir: Path, tmp_path
     arun(main())
 
 
-def test_a_guest_error_code_is_a_function_failure() -> None:
-    assert FunctionFailed("x").status == 502
-    assert Runtime is not None
+def test_a_guest_that_cannot_be_reused_falls_back_to_fresh_instances(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    async def main() -> tuple[list[tuple[int, bool]], bool]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["once"])
+            seen = []
+            for _ in range(3):
+                resp = await rt.invoke(comp, request(), limits=Limits(instance_reuse=5))
+                await drain(resp)
+                assert dict(resp.headers)["x-served"] == b"1"
+                seen.append((resp.status, resp.stats.fresh_instance))
+            return seen, comp.reuse_ok
+
+    seen, reuse_ok = arun(main())
+    assert seen == [(200, True), (200, True), (200, True)]
+    assert reuse_ok is False
+
+
+def test_returning_without_a_response_is_a_function_failure(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    async def main() -> None:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["once"])
+            with pytest.raises(FunctionFailed, match="without setting a response"):
+                await rt.invoke(comp, request("/never"), limits=Limits())
+
+    arun(main())

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.servers import ServerThread
-from wasm_runtime import Limits
+from wasm_runtime import FunctionTimeout, Limits
 
 from .conftest import arun
 from .fnserver import Fn, FnApp
@@ -104,3 +104,23 @@ def test_request_body_is_pulled_only_as_the_guest_reads(components: dict[str, Pa
             return pulled
 
     assert arun(main()) == 0
+
+
+def test_a_timeout_after_the_headers_ends_the_body_with_an_error(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    async def main() -> tuple[int, BaseException | None]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["stream"])
+            resp = await rt.invoke(comp, request("/?n=20&ms=200&size=10"), limits=Limits(timeout_s=1.0))
+            got = 0
+            try:
+                async for chunk in resp.body:
+                    got += len(chunk)
+            except FunctionTimeout as exc:
+                return got, exc
+            return got, None
+
+    got, exc = arun(main())
+    assert isinstance(exc, FunctionTimeout)
+    assert 0 < got < 200
