@@ -18,11 +18,11 @@ endpoints = [{ url = "%(origin)s" }]
 [functions.hello]
 component = "%(hello)s"
 env = { GREETING = "hi" }
-reserved_concurrency = 1
 
 [functions.stream]
 component = "%(stream)s"
 timeout_s = 30
+reserved_concurrency = 1
 
 [functions.fetch]
 component = "%(fetch)s"
@@ -104,15 +104,14 @@ def test_reserved_concurrency_gives_429(url) -> None:
     results: list[int] = []
 
     def slow() -> None:  # holds the only slot while its body streams
-        with httpx.stream("GET", f"{url}/hello/x", timeout=30) as r:
+        with httpx.stream("GET", f"{url}/stream?n=4&ms=400", timeout=30) as r:
             results.append(r.status_code)
-            time.sleep(1.0)
             r.read()
 
     t = threading.Thread(target=slow)
     t.start()
     time.sleep(0.5)
-    r = httpx.get(f"{url}/hello/y", timeout=30)
+    r = httpx.get(f"{url}/stream?n=1", timeout=30)
     t.join()
     assert results == [200]
     assert r.status_code == 429
