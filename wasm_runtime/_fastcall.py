@@ -48,6 +48,7 @@ import wasmtime.component._linker as _linker
 import wasmtime.component._types as _types
 from wasmtime import StoreContext, WasmtimeError
 from wasmtime import _ffi as ffi
+from wasmtime.component._resources import ResourceAny as _ResourceAny
 
 log = logging.getLogger(__name__)
 
@@ -337,8 +338,28 @@ _INT_RESULTS: dict[type, tuple[int, str, int]] = {
 _SCALAR_BYTES = ctypes.c_char * 16
 
 
+_KIND_RESOURCE = 21
+_RESOURCE_ANY = ffi.wasmtime_component_resource_any_t
+_RESOURCE_ANY_P = ctypes.POINTER(_RESOURCE_ANY)
+
+
+def _read_resource(address: int) -> Any:
+    """`OwnType`/`BorrowType.convert_from_c`: take the handle pointer out of the value, leave NULL."""
+    found = ctypes.c_uint8.from_address(address + _KIND_OFFSET).value
+    if found != _KIND_RESOURCE:
+        raise AssertionError(f"expected a resource argument, found value kind {found}")
+    slot = ctypes.c_void_p.from_address(address + _PAYLOAD_OFFSET)
+    handle = slot.value
+    if not handle:
+        raise AssertionError("resource argument holds a null handle")
+    slot.value = None
+    return _ResourceAny._from_ptr(_RESOURCE_ANY_P(_RESOURCE_ANY.from_address(handle)))
+
+
 def _param_reader(ty: Any) -> Callable[[int], Any]:
     """How to read one argument at an address: scalars from the raw bytes, the rest generically."""
+    if isinstance(ty, (_types.OwnType, _types.BorrowType)):
+        return _read_resource
     scalar = _SCALARS.get(type(ty))
     if scalar is None:
         convert = ty.convert_from_c

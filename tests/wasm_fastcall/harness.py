@@ -106,6 +106,7 @@ class Host:
             "[constructor]blob": self.blob_new,
             "[method]blob.append": self.blob_append,
             "[method]blob.take": self.blob_take,
+            "consume": self.consume,
         }
 
     def echo(self, store: Any, data: bytes) -> bytes:
@@ -169,6 +170,12 @@ class Host:
 
     def blob_take(self, store: Any, this: ResourceAny) -> bytes:
         return bytes(self.blobs[this.to_host(store).rep])
+
+    def consume(self, store: Any, blob: ResourceAny) -> bytes:
+        # `to_host` on an own<T> moves the handle out of the store's table: the destructor will
+        # not run and `drop` would fail with "unknown handle index", so the host frees it here.
+        self._seen("consume", blob.owned)
+        return bytes(self.blobs.pop(blob.to_host(store).rep))
 
     def blob_drop(self, store: Any, rep: int) -> None:
         del self.blobs[rep]

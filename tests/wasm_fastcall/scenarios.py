@@ -18,7 +18,7 @@ from tests.wasm_fastcall import harness
 
 OPS = (
     "echo", "sink", "source", "add", "try", "try-fail", "maybe", "reshape", "retag", "pair",
-    "words", "strings", "nested", "blob", "noop",
+    "words", "strings", "nested", "blob", "consume", "noop",
 )
 SMALL_SIZES = (0, 1, 7, 4096)
 MIB = 1 << 20

@@ -80,6 +80,10 @@ class WitWorld(wit_world.WitWorld):
             with host.Blob(data) as b:
                 size = b.append(data[: n % (len(data) + 1)])
                 return _frame(struct.pack("<I", size), b.take())
+        if op == "consume":
+            blob = host.Blob(data)
+            blob.append(b"+")
+            return host.consume(blob)
         if op == "noop":
             host.noop()
             return b""
