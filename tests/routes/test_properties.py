@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from routes import ConfigError, Route, RouteTable, Template, parse_config
@@ -160,14 +160,11 @@ def _toml(value: Any) -> str:
 @settings(max_examples=150, deadline=None)
 @given(mutated_configs())
 def test_mutated_configs_as_toml_text(data: dict[str, Any]) -> None:
-    assume(all(not (isinstance(v, str) and "\ud800" <= v <= "\udfff") for v in data))
     text = "\n".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in data.items())
     try:
         parse_config(text, CONFIG_PATH)
     except ConfigError as exc:
         _check_problems(exc)
-    except UnicodeEncodeError:
-        assume(False)  # a lone surrogate cannot be written as TOML at all
 
 
 @settings(max_examples=200, deadline=None)
