@@ -1,4 +1,7 @@
-"""fetch: GETs the same path from an origin by name and rewrites the answer.
+"""fetch: sends the request on to an origin by name and rewrites the answer.
+
+The method, path and body go to the origin (the body is streamed: the guest copies it chunk by
+chunk while the origin reads it).
 
 The origin comes from env `ORIGIN` (default `web`): `http://web/...` reaches the origin pool
 named `web` when the function's `outbound` lists it. The response gains `x-fetched-by` and its
@@ -56,12 +59,36 @@ def respond(response_out: types.ResponseOutparam, status: int, headers: list, bo
     types.OutgoingBody.finish(out, None)
 
 
-def fetch(origin: str, path: str) -> types.IncomingResponse:
+def copy_body(source: types.IncomingRequest, sink: types.OutgoingBody) -> None:
+    body = source.consume()
+    reader = body.stream()
+    writer = sink.write()
+    while True:
+        try:
+            chunk = reader.blocking_read(65536)
+        except Err as e:
+            if isinstance(e.value, streams.StreamError_Closed):
+                break
+            raise
+        write_all(writer, chunk)
+    reader.__exit__(None, None, None)
+    types.IncomingBody.finish(body)
+    writer.__exit__(None, None, None)
+    types.OutgoingBody.finish(sink, None)
+
+
+def fetch(origin: str, incoming: types.IncomingRequest) -> types.IncomingResponse:
+    method = incoming.method()
     request = types.OutgoingRequest(types.Fields.from_list([("x-from-function", b"fetch")]))
+    request.set_method(method)
     request.set_scheme(types.Scheme_Http())
     request.set_authority(origin)
-    request.set_path_with_query(path)
+    request.set_path_with_query(incoming.path_with_query() or "/")
+    has_body = not isinstance(method, (types.Method_Get, types.Method_Head))
+    out_body = request.body() if has_body else None
     future = outgoing_handler.handle(request, None)
+    if out_body is not None:
+        copy_body(incoming, out_body)
     while True:
         result = future.get()
         if result is None:
@@ -81,7 +108,7 @@ class IncomingHandler(exports.IncomingHandler):
         origin = os.environ.get("ORIGIN", "web")
         path = request.path_with_query() or "/"
         try:
-            upstream = fetch(origin, path)
+            upstream = fetch(origin, request)
         except Err as e:
             name = type(e.value).__name__
             print(f"fetch {origin}{path} failed: {name}")

@@ -19,14 +19,23 @@ class Origin:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict[str, str]]] = []
+        self.bodies: list[tuple[str, bytes]] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.seen.append((scope["path"], headers))
+        body = bytearray()
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        self.bodies.append((scope["method"], bytes(body)))
+        text = f"origin saw {scope['path']}" + (f" with {len(body)} bytes" if body else "")
         await send({"type": "http.response.start", "status": 201, "headers": [(b"x-origin", b"yes")]})
-        await send({"type": "http.response.body", "body": f"origin saw {scope['path']}".encode()})
+        await send({"type": "http.response.body", "body": text.encode()})
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +60,19 @@ def test_fetch_reaches_a_named_origin_and_rewrites_the_response(
     path, headers = origin.app.seen[-1]
     assert path == "/items/7"
     assert headers["x-from-function"] == "fetch"
+
+
+def test_a_request_body_streams_through_the_guest_to_the_origin(
+    components: dict[str, Path], data_dir: Path, origin: Any
+) -> None:
+    payload = bytes(range(256)) * (3 << 12)  # 3 MiB
+    policy = OutboundPolicy(allowed=("web",), origins=frozenset({"web"}))
+    app = FnApp(data_dir, {"fetch": Fn(components["fetch"], outbound=policy)}, origins={"web": origin.url})
+    with ServerThread(app) as server:
+        resp = httpx.put(f"{server.url}/fetch/upload", content=payload, timeout=60)
+    assert resp.status_code == 201
+    assert resp.content == f"fetched: origin saw /upload with {len(payload)} bytes".encode()
+    assert origin.app.bodies[-1] == ("PUT", payload)
 
 
 def test_an_unlisted_loopback_port_is_refused_as_http_request_denied(
