@@ -101,8 +101,10 @@ class _Loader:
 
     def load(self, data: dict[str, Any]) -> Config:
         root = Table(self.problems, "", data)
+        regions_raw = root.data.get("regions")
+        if isinstance(regions_raw, dict):
+            self.regions = {k for k in regions_raw if isinstance(k, str)}
         regions = self._named(root, "regions", self._region, values.REGION_NAME)
-        self.regions = set(regions)
         origins_raw = root.data.get("origins")
         if isinstance(origins_raw, dict):
             self.origins = {k for k in origins_raw if isinstance(k, str)}

@@ -401,10 +401,12 @@ def test_relative_paths_resolve_against_the_config_directory(
     assert path.parent == sub
 
 
-def test_a_bad_function_does_not_cascade_into_routes(tmp_path: Path) -> None:
+def test_a_bad_definition_does_not_cascade_into_references(tmp_path: Path) -> None:
     path = config_dir(tmp_path)
     text = BASE + "[functions.f]\ncomponent = 3\n[[routes]]\nfunction = 'f'\n"
     assert [p.key for p in problems_of(path, text)] == ["functions.f.component"]
+    text = BASE + "[regions.mars]\nlocation = 'red'\n[node]\nregion = 'mars'\n"
+    assert [p.key for p in problems_of(path, text)] == ["regions.mars.location"]
 
 
 def test_a_problem_is_one_line_whatever_the_user_wrote(tmp_path: Path) -> None:
