@@ -53,6 +53,7 @@ def test_answers_are_the_expected_bytes(fast_results: dict[str, Any]) -> None:
     assert answers["sink/4096"] == (4096).to_bytes(4, "little")
     assert answers["try-fail/7"] == b"\x03\x00\x00\x00err\x0e\x00\x00\x00failed after 7"
     assert answers["maybe/0"] == b"\x00\x00\x00\x00\x04\x00\x00\x00none"
+    assert answers["consume/7"] == harness.pattern(7) + b"+"
     assert fast_results["identity"][MIB] == harness.pattern(MIB)
 
 
