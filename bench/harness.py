@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -176,15 +177,18 @@ class Processes:
     def start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Child:
         log = self.workdir / f"{name}.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen(
-                list(argv),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.workdir,
-                env=env,
-            )
+            try:
+                proc = subprocess.Popen(
+                    list(argv),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    cwd=self.workdir,
+                    env=env,
+                )
+            except OSError as exc:
+                raise BenchError(f"cannot start {name}: {shlex.join(argv)}: {exc}") from exc
         child = Child(name, proc, log)
         self.children.append(child)
         return child

@@ -682,11 +682,20 @@ def _reading(systems: Sequence[System], results: Results, workloads: Sequence[Wo
         *target_verdict(systems, results),
         "",
     ]
+    others = median([x.share(x.others_s) for samples in results.samples.values() for x in samples])
+    if others > 20:
+        out += [
+            f"**This run shared the machine**: processes outside the benchmark used a median {fmt(others)} % "
+            "of a core during the measurements (the `others CPU %` columns). Every figure is lower and "
+            "noisier than on a quiet machine, and a Python proxy loses more to contention than nginx "
+            "does; re-run on a quiet machine before quoting absolute numbers.",
+            "",
+        ]
     cpu_lines = []
     for w in workloads:
         for s in systems:
             if s.kind == "edgefn" and (w.name, s.name) in results.samples:
-                cpu_lines.append(f"{w.name} {fmt(_cpu(results.samples[(w.name, s.name)]))} %")
+                cpu_lines.append(f"{w.name} `{s.name}` {fmt(_cpu(results.samples[(w.name, s.name)]))} %")
     if cpu_lines:
         out += [
             "CPU of edgefn (whole process group, % of one core) per workload and worker count: "
