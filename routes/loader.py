@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from routes import values
 from routes.config import (
@@ -38,6 +39,7 @@ from routes.errors import ConfigError, ConfigProblem
 from routes.patterns import HostPattern, PathPattern, Template
 from routes.reader import Missing, Problems, Table, join_key, show, suggest, type_name
 
+_T = TypeVar("_T")
 _TOML_POSITION = re.compile(r"^(.*) \(at (line \d+, column \d+|end of document)\)$", re.S)
 _AUTH_KEYS = {
     "none": {"type"},
@@ -114,10 +116,7 @@ class _Loader:
         origins = self._named(root, "origins", self._origin, values.ORIGIN_NAME)
         functions = self._named(root, "functions", self._function, values.FUNCTION_NAME)
         routes = self._routes(root)
-        node_table = root.table("node")
-        node = (
-            self._node(node_table) if node_table is not None else self._node(Table(self.problems, "node", {}))
-        )
+        node = self._node(root.table("node") or Table(self.problems, "node", {}))
         root.finish()
         return Config(
             path=self.path, node=node, regions=regions, origins=origins, functions=functions, routes=routes
@@ -125,14 +124,20 @@ class _Loader:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _named(self, root: Table, section: str, build: Any, name_re: re.Pattern[str]) -> dict[str, Any]:
+    def _named(
+        self,
+        root: Table,
+        section: str,
+        build: Callable[[Table, str], _T | None],
+        name_re: re.Pattern[str],
+    ) -> dict[str, _T]:
         """A `[section.NAME]` family of tables, each built by `build(table, name)`."""
         table = root.table(section)
         if table is None:
             if section == "regions" and section in root.data:
                 self.regions_ok = False
             return {}
-        out: dict[str, Any] = {}
+        out: dict[str, _T] = {}
         for name, value in table.data.items():
             table.known.add(name)
             key = table.sub(name)

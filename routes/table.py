@@ -136,7 +136,6 @@ class RouteMatch:
         return None if self.redirect is None else self.redirect.render(self.params)
 
 
-_NOT_FOUND = RouteMatch(None)
 _KIND_NAMES = {LITERAL: "a literal segment", PARAM: "a {param}", TAIL: "a {*tail}", -1: "the end of the path"}
 
 
@@ -200,7 +199,7 @@ class RouteTable:
             return self._explain(host, path, method)
         segs = split_path(path)
         if segs is None:
-            return _NOT_FOUND
+            return RouteMatch(None)
         method = method.upper()
         rejected: list[_Entry] = []
         host = normalize_host(host)
@@ -222,7 +221,7 @@ class RouteTable:
             return RouteMatch(entry.route, entry.path.extract(segs), (), (), entry.rewrite, entry.redirect)
         if rejected:
             return RouteMatch(None, {}, _allowed(rejected))
-        return _NOT_FOUND
+        return RouteMatch(None)
 
     def _explain(self, host: str, path: str, method: str) -> RouteMatch:
         method = method.upper()
