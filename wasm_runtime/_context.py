@@ -126,12 +126,18 @@ class Invocation:
                 if timeout > 0:
                     self.cond.wait(timeout)
 
+    def post(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Runs fn on the event loop; False (and the guest is cancelled) if the loop is gone."""
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop closed under a running guest: nobody is listening
+            self.cancelled = True
+            return False
+        return True
+
     def emit_log(self, stream: str, line: str) -> None:
-        if self.log_fn is None:
+        if self.log_fn is None or not self.post(self.log_fn, stream, line):
             log.info("%s [%s] %s", self.request_id, stream, line)
-            return
-        fn = self.log_fn
-        self.loop.call_soon_threadsafe(fn, stream, line)
 
 
 class _Current(threading.local):

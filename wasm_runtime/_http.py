@@ -470,7 +470,12 @@ def outgoing_handle(request: OutgoingRequest, options: RequestOptions | None) ->
         origin=origin,
     )
     timeouts = options.timeouts() if options is not None else OutboundTimeouts()
-    future = asyncio.run_coroutine_threadsafe(_send(i, out, timeouts), i.loop)
+    coro = _send(i, out, timeouts)
+    try:
+        future = asyncio.run_coroutine_threadsafe(coro, i.loop)
+    except RuntimeError:  # the event loop is gone
+        coro.close()
+        return Err(Variant("internal-error", "the gateway is shutting down"))
     future.add_done_callback(i.wake_threadsafe)
     i.cleanups.append(lambda: future.cancel())
     return Ok(FutureIncomingResponse(i, future))
@@ -484,7 +489,7 @@ async def _send(i: Invocation, request: OutboundRequest, timeouts: OutboundTimeo
         loop = i.loop
 
         def close_body() -> None:
-            loop.call_soon_threadsafe(lambda: loop.create_task(aclose()))
+            i.post(lambda: loop.create_task(aclose()))
 
         i.cleanups.append(close_body)
     return response

@@ -46,8 +46,12 @@ def _dtor(_store: Any, rep: int) -> None:
     if state is None:
         return
     obj = state.table.pop(rep)
-    if obj is not None:
+    if obj is None:
+        return
+    try:
         obj.on_drop()
+    except Exception:  # raising here would leak into wasmtime-py's process-wide last exception
+        log.exception("dropping %s failed", type(obj).__name__)
 
 
 def _wrap(iface: str, name: str, impl: Callable[..., Any], fty: FuncType) -> Callable[..., Any]:

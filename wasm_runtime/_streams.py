@@ -117,7 +117,13 @@ class ChunkSource:
     def _fetch(self) -> None:
         if self._pending is None and not self.eof and self.error is None and self._it is not None:
             self.started = True
-            self._pending = asyncio.run_coroutine_threadsafe(_next_chunk(self._it), self._inv.loop)
+            coro = _next_chunk(self._it)
+            try:
+                self._pending = asyncio.run_coroutine_threadsafe(coro, self._inv.loop)
+            except RuntimeError as exc:  # the event loop is gone
+                coro.close()
+                self.error = exc
+                return
             self._pending.add_done_callback(self._inv.wake_threadsafe)
 
     def ready(self) -> bool:
@@ -158,7 +164,6 @@ class ChunkSink:
 
     def __init__(self, invocation: Invocation, capacity: int = SINK_CAPACITY) -> None:
         self._inv = invocation
-        self._loop = invocation.loop
         self.capacity = capacity
         self._chunks: collections.deque[bytes] = collections.deque()
         self._queued = 0
@@ -175,14 +180,14 @@ class ChunkSink:
         with self._inv.cond:
             self._chunks.append(chunk)
             self._queued += len(chunk)
-        self._loop.call_soon_threadsafe(self._event.set)
+        self._inv.post(self._event.set)
 
     def close(self, error: BaseException | None = None) -> None:
         if self.closed:
             return
         self.closed = True
         self.error = error
-        self._loop.call_soon_threadsafe(self._event.set)
+        self._inv.post(self._event.set)
 
     # loop side
     async def chunks(self) -> AsyncIterator[bytes]:

@@ -30,6 +30,7 @@ import cachetools
 from wasmtime import Config, Engine, Store, WasmtimeError
 from wasmtime.component import Component, ExportIndex, Func, Linker, ResourceHost
 
+from . import _compat
 from ._canon import Err, Ok
 from ._context import GuestExit, HostCancelled, HostTimeout, Invocation, StoreState, current
 from ._http import IncomingRequest, OutgoingResponse, ResponseOutparam
@@ -115,6 +116,7 @@ class Runtime:
     ) -> None:
         cfg, self.engine_key = _engine_config()
         self.engine = Engine(cfg)
+        _compat.install()
         _install_fastcall()
         self.compiled_dir = Path(data_dir) / "compiled"
         self.transport: OutboundTransport = transport or HttpxTransport()
@@ -394,7 +396,7 @@ class _Outcome:
             else:
                 self._head.set_result(value)
 
-        self._inv.loop.call_soon_threadsafe(apply)
+        self._inv.post(apply)
 
     def on_set(self, response: Ok | Err) -> None:
         inv = self._inv

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -161,3 +162,22 @@ def test_returning_without_a_response_is_a_function_failure(
                 await rt.invoke(comp, request("/never"), limits=Limits())
 
     arun(main())
+
+
+def test_concurrent_invocations_stay_apart(components: dict[str, Path], data_dir: Path) -> None:
+    """Host calls run on many worker threads at once; nothing may leak between them."""
+
+    async def one(rt, comp, i: int) -> dict:  # type: ignore[no-untyped-def]
+        resp = await rt.invoke(
+            comp, request(f"/n/{i}", "POST", body=chunks(str(i).encode())), limits=Limits()
+        )
+        return json.loads(await drain(resp))
+
+    async def main() -> list[dict]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["hello"])
+            return await asyncio.gather(*[one(rt, comp, i) for i in range(120)])
+
+    for i, echo in enumerate(arun(main())):
+        assert echo["path"] == f"/n/{i}"
+        assert echo["body"] == str(i)
