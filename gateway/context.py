@@ -15,7 +15,7 @@ from typing import Protocol
 
 from starlette.datastructures import Headers
 
-from routes import Route
+from routes import Route, RouteMatch
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -70,7 +70,7 @@ class RequestContext:
     request_id: str
     started: float = field(default_factory=time.perf_counter)
     route: Route | None = None
-    params: dict[str, str] = field(default_factory=dict)
+    match: RouteMatch | None = None
     target: str = "-"
     status: int = 0
     bytes_in: int = 0

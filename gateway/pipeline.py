@@ -23,8 +23,7 @@ from gateway.policies.auth import (
 )
 from gateway.policies.cors import CorsPolicy
 from gateway.policies.headers import HeaderRewriter
-from routes import Route, RouteTable, Template
-from routes.patterns import PathPattern
+from routes import Route, RouteTable
 
 # Lambda's synchronous payload limit; a body that a phase must read whole (SigV4 without a
 # declared payload hash) may not be larger.
@@ -40,14 +39,11 @@ class RoutePlan:
     cors: CorsPolicy | None
     request_headers: HeaderRewriter
     response_headers: HeaderRewriter
-    rewrite: Template | None
-    redirect: Template | None
 
 
 def compile_plan(
     route: Route, target: Target | None, env: Mapping[str, str], http: object | None = None
 ) -> RoutePlan:
-    tail = PathPattern.parse(route.path).tail
     return RoutePlan(
         route=route,
         target=target,
@@ -55,8 +51,6 @@ def compile_plan(
         cors=CorsPolicy(route.cors) if route.cors is not None else None,
         request_headers=HeaderRewriter(route.request_headers),
         response_headers=HeaderRewriter(route.response_headers),
-        rewrite=Template.parse(route.rewrite_path, tail) if route.rewrite_path is not None else None,
-        redirect=Template.parse(route.redirect.to, tail) if route.redirect else None,
     )
 
 
@@ -74,7 +68,7 @@ class Pipeline:
                 raise MethodNotAllowed(f"{request.method} is not allowed here", found.allowed)
             raise NoRoute(f"no route for {request.method} {host}{request.path}")
         ctx.route = found.route
-        ctx.params = dict(found.params)
+        ctx.match = found
         plan = self.plans[found.route.name]
         ctx.target = (
             found.route.target_kind + ":" + (found.route.function or found.route.origin or "redirect")
@@ -94,16 +88,17 @@ class Pipeline:
         if plan.authenticator is not None:
             await self.authenticate(plan.authenticator, request)
         request.headers = plan.request_headers.apply(request.headers)
-        if plan.redirect is not None:
-            location = plan.redirect.render(ctx.params)
+        location = ctx.match.redirect_location() if ctx.match else None
+        if location is not None:
             if request.query:
                 location += ("&" if "?" in location else "?") + request.query.decode("latin-1")
             status = plan.route.redirect.status if plan.route.redirect else 308
             return EdgeResponse(
                 status=status, headers=[(b"location", location.encode())], served_by="redirect"
             )
-        if plan.rewrite is not None:
-            request.path = plan.rewrite.render(ctx.params)
+        rewritten = ctx.match.rewritten_path() if ctx.match else None
+        if rewritten is not None:
+            request.path = rewritten
         return None
 
     async def authenticate(self, authenticator: Authenticator, request: EdgeRequest) -> None:
