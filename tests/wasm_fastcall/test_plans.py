@@ -144,3 +144,19 @@ def test_a_wrongly_typed_scalar_result_is_the_stock_type_error(fast: None) -> No
         inst.add_func("f", lambda store, a: 1.5)
     with pytest.raises(TypeError, match="expected int for U32 type"):
         _call(engine, linker, component, 1)
+
+
+def test_components_dropped_and_recompiled_never_inherit_a_stale_plan(fast: None) -> None:
+    # A plan is keyed by the address of its component's type tables; the plan pins them, so a
+    # recompiled component can only land on an address whose plan is gone. Alternating types
+    # make a stale hit fail the kind check.
+    engine = Engine()
+    linker = _probe_linker(engine, [])
+    for i in range(3 * _fastcall._MAX_PLANS_PER_FUNC):
+        ty, value, expected = ("u32", 41, 42) if i % 2 else ("f64", 0.5, 1.5)
+        component = Component(engine, harness.wat_probe(ty))
+        assert _call(engine, linker, component, value) == expected
+        del component
+        gc.collect()
+    keys = _fastcall._plan_keys_by_func
+    assert max(len(v) for v in keys.values()) <= _fastcall._MAX_PLANS_PER_FUNC
