@@ -42,8 +42,9 @@ def _guest_digest() -> str:
     return h.hexdigest()[:16]
 
 
-# Local stand-in for `wasm_runtime.build.ensure_built` (not committed yet when this was written):
-# switch to it once it exists. Builds by content hash, so an unchanged guest is never rebuilt.
+# Local builder, cached by content hash so an unchanged guest is never rebuilt. Not
+# `wasm_runtime.build.ensure_built`: that one builds against the wasi:http world from spin-sdk,
+# while this guest targets its own `fastcall` world; switch if it ever takes a WIT dir and world.
 def guest_wasm() -> Path:
     """Path of the built guest component, building it (about 7 s) only if its sources changed."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
