@@ -26,7 +26,8 @@ is a 32-byte C value and a Rust `Val`, converted and type-checked one by one (ab
 MiB per direction on this machine), and each crossing is capped by wasmtime's hostcall fuel
 (128 MiB at 48 per element: at most 2,796,202 bytes in one list). Bodies must cross in chunks.
 
-Only `install()` is public. It is idempotent; it raises RuntimeError on any other wasmtime version
+Public: `install()`, `is_installed()`, `stats()`, `installed_version()`, `TARGET_VERSION`,
+`MAX_LIST_BYTES`. `install()` is idempotent; it raises RuntimeError on any other wasmtime version
 and logs and leaves wasmtime-py untouched if the value layout is not the one checked for.
 """
 
@@ -53,9 +54,12 @@ from wasmtime.component._resources import ResourceAny as _ResourceAny
 log = logging.getLogger(__name__)
 
 TARGET_VERSION = "49.0.0"
+# The most bytes one list<u8> can carry across the boundary in wasmtime 49, fast path or not:
+# each element costs 48 of the 128 MiB of "hostcall fuel" a call gets, and the C API cannot
+# raise it. One byte more traps the call ("fuel allocated for hostcalls has been exhausted").
+MAX_LIST_BYTES = (128 << 20) // 48
 
 _VAL = ffi.wasmtime_component_val_t
-_VALP = ctypes.POINTER(_VAL)
 _VALLIST = ffi.wasmtime_component_vallist_t
 # The layout this module writes into directly; checked against ctypes at install time and
 # against the C library itself by a round trip through `wasmtime_component_val_clone`.
@@ -94,6 +98,7 @@ def installed_version() -> str:
 
 
 def is_installed() -> bool:
+    """False until `install()` succeeds; stays False if the layout check refused it."""
     return _installed
 
 

@@ -60,7 +60,7 @@ def test_answers_are_the_expected_bytes(fast_results: dict[str, Any]) -> None:
 # wasmtime 49 charges 48 bytes of "hostcall fuel" (128 MiB per call) per list element on the
 # dynamic Val path, so one list<u8> crossing holds at most this many bytes, stock path or not;
 # larger bodies must cross in chunks (wasi streams do). 8 MiB in one call is not possible.
-MAX_CROSSING = (128 << 20) // 48
+MAX_CROSSING = _fastcall.MAX_LIST_BYTES
 
 
 @pytest.mark.parametrize("op", ["echo", "source", "maybe", "blob"])
@@ -90,6 +90,7 @@ def test_the_largest_crossing_wasmtime_allows_arrives_intact(
 def test_one_byte_over_the_limit_is_wasmtimes_error_not_a_crash(
     fast: None, engine: Engine, component: Component, op: str
 ) -> None:
+    assert MAX_CROSSING == 2_796_202
     host = harness.Host()
     host.record_calls = False
     guest = harness.Guest(engine, harness.make_linker(engine, host), component)
