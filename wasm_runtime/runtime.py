@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import ctypes
 import hashlib
 import importlib.metadata
 import logging
@@ -28,6 +29,7 @@ from typing import Any
 
 import cachetools
 from wasmtime import Config, Engine, Store, WasmtimeError
+from wasmtime import _ffi as ffi
 from wasmtime.component import Component, ExportIndex, Func, Linker, ResourceHost
 
 from . import _compat
@@ -44,6 +46,7 @@ from .outbound import HttpxTransport, OutboundPolicy
 log = logging.getLogger("edgefn.wasm")
 
 TICK_S = 0.01
+CHECK_TICKS = 10  # a running guest is checked for cancellation every CHECK_TICKS * TICK_S
 COMPONENT_MAGIC = b"\x00asm\x0d\x00\x01\x00"
 HANDLER = re.compile(r"^wasi:http/incoming-handler@0\.2\.\d+$")
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
@@ -81,6 +84,35 @@ class LoadedComponent:
         with self._lock:
             if len(self._warm) < limit:
                 self._warm.append(warm)
+
+
+_CALLBACK_T, _FINALIZER_T = (ffi.dll.wasmtime_store_epoch_deadline_callback.argtypes[i] for i in (1, 3))
+
+
+@_CALLBACK_T
+def _on_epoch_deadline(_ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
+    """Runs on the guest's thread each time its epoch deadline passes: trap if the invocation
+    is over (timeout, client gone, shutdown), else look again in CHECK_TICKS. This is what lets
+    a CPU-bound guest be cancelled, not only one that is waiting in a host call."""
+    inv = current.inv
+    if inv is not None:
+        if inv.cancelled:
+            inv.abort = inv.abort or HostCancelled("the client went away")
+            return _trap("edgefn: invocation cancelled")
+        remaining = inv.deadline - time.monotonic()
+        if remaining <= 0:
+            inv.abort = inv.abort or HostTimeout("the function's timeout expired")
+            return _trap("edgefn: wall-clock timeout (interrupt)")
+        delta[0] = max(1, min(CHECK_TICKS, math.ceil(remaining / TICK_S)))
+    else:
+        delta[0] = CHECK_TICKS
+    kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+    return 0
+
+
+def _trap(message: str) -> int:
+    err = ffi.wasmtime_error_new(message.encode())
+    return ctypes.cast(err, ctypes.c_void_p).value or 0
 
 
 def _engine_config() -> tuple[Config, str]:
@@ -128,6 +160,11 @@ class Runtime:
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
         self._ticker.start()
+
+    @property
+    def active(self) -> int:
+        """Invocations running now (for a gauge)."""
+        return len(self._active)
 
     def _tick(self) -> None:
         while not self._stop.wait(TICK_S):
@@ -279,6 +316,7 @@ class Runtime:
     def _instantiate(self, comp: LoadedComponent, inv: Invocation) -> _Warm:
         store = Store(self.engine)
         store.set_limits(memory_size=inv.limits.memory_mb << 20)
+        ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _on_epoch_deadline, None, _NO_FINALIZER)
         state = StoreState()
         current.store = state
         store.set_epoch_deadline(self._ticks(inv))
@@ -289,7 +327,7 @@ class Runtime:
         return _Warm(store, state, func)
 
     def _ticks(self, inv: Invocation) -> int:
-        return max(1, math.ceil(max(0.0, inv.deadline - time.monotonic()) / TICK_S)) + 1
+        return max(1, min(CHECK_TICKS, math.ceil(max(0.0, inv.deadline - time.monotonic()) / TICK_S)))
 
     def _execute(
         self, comp: LoadedComponent, inv: Invocation, outcome: _Outcome, stats: InvocationStats
@@ -373,6 +411,9 @@ class Runtime:
         await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
         if self._own_transport and isinstance(self.transport, HttpxTransport):
             await self.transport.aclose()
+
+
+_NO_FINALIZER = _FINALIZER_T()
 
 
 class _ExitOk(FunctionError):

@@ -106,3 +106,19 @@ def test_aclose_stops_a_runaway_guest_promptly(components: dict[str, Path], data
     closed_in, exc = arun(main())
     assert closed_in < 2.0
     assert isinstance(exc, FunctionError)
+
+
+def test_a_cancelled_invocation_stops_a_cpu_bound_guest(components: dict[str, Path], data_dir: Path) -> None:
+    async def main() -> float:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["spin"])
+            task = asyncio.ensure_future(rt.invoke(comp, request(), limits=Limits(timeout_s=30)))
+            await asyncio.sleep(0.3)
+            assert rt.active == 1
+            task.cancel()  # what the gateway does when the client disconnects before the headers
+            t0 = time.perf_counter()
+            while rt.active and time.perf_counter() - t0 < 10:
+                await asyncio.sleep(0.02)
+            return time.perf_counter() - t0
+
+    assert arun(main()) < 1.0

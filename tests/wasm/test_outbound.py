@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.servers import ServerThread
-from wasm_runtime import OutboundDenied, OutboundPolicy
+from wasm_runtime import Limits, OutboundDenied, OutboundPolicy
 
 from .fnserver import Fn, FnApp
 
@@ -67,7 +67,8 @@ def test_a_request_body_streams_through_the_guest_to_the_origin(
 ) -> None:
     payload = bytes(range(256)) * (3 << 12)  # 3 MiB
     policy = OutboundPolicy(allowed=("web",), origins=frozenset({"web"}))
-    app = FnApp(data_dir, {"fetch": Fn(components["fetch"], outbound=policy)}, origins={"web": origin.url})
+    fn = Fn(components["fetch"], Limits(timeout_s=60), outbound=policy)
+    app = FnApp(data_dir, {"fetch": fn}, origins={"web": origin.url})
     with ServerThread(app) as server:
         resp = httpx.put(f"{server.url}/fetch/upload", content=payload, timeout=60)
     assert resp.status_code == 201

@@ -56,7 +56,7 @@ def test_a_slow_reader_blocks_the_guest_instead_of_buffering(
     async def main() -> tuple[bytes, float, float]:
         async with runtime(data_dir) as rt:
             comp = await rt.load(components["stream"])
-            resp = await rt.invoke(comp, request(f"/?n=8&ms=0&size={1 << 20}"), limits=Limits())
+            resp = await rt.invoke(comp, request(f"/?n=8&ms=0&size={1 << 20}"), limits=Limits(timeout_s=60))
             it = aiter(resp.body)
             first = await anext(it)
             await asyncio.sleep(1.0)  # the reader stalls; the guest must wait for room
