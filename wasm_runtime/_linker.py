@@ -58,10 +58,11 @@ def _wrap(iface: str, name: str, impl: Callable[..., Any], fty: FuncType) -> Cal
     lifts = [compile_lift(t, table) for _, t in fty.params]
     lower = compile_lower(fty.result, table)
     where = f"{iface}#{name}"
+    lifting = any(lifts)
 
     def host(store: Any, *args: Any) -> Any:
         try:
-            if any(lifts):
+            if lifting:
                 args = tuple(a if f is None else f(store, a) for f, a in zip(lifts, args, strict=True))
             result = impl(*args)
             return result if lower is None else lower(result)

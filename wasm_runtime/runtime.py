@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import ctypes
 import hashlib
 import importlib.metadata
@@ -46,6 +47,7 @@ from .outbound import HttpxTransport, OutboundPolicy
 log = logging.getLogger("edgefn.wasm")
 
 TICK_S = 0.01
+STATS_WAIT_S = 0.1
 CHECK_TICKS = 10  # a running guest is checked for cancellation every CHECK_TICKS * TICK_S
 COMPONENT_MAGIC = b"\x00asm\x0d\x00\x01\x00"
 HANDLER = re.compile(r"^wasi:http/incoming-handler@0\.2\.\d+$")
@@ -284,7 +286,12 @@ class Runtime:
         finally:
             if not finished:
                 inv.cancel()
-        await asyncio.shield(worker)
+        # The body is complete: the client must not wait for a guest that keeps working after
+        # finishing it. A guest that returns promptly (nearly all) has its stats filled here;
+        # otherwise they are filled when it returns.
+        if not worker.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(worker), STATS_WAIT_S)
 
     def _run(
         self,
