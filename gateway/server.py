@@ -42,7 +42,9 @@ def split_listen(listen: str) -> tuple[str, int]:
 def bind(listen: str) -> socket.socket:
     host, port = split_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when the listener's
+    # proto says TCP; without it every keep-alive response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
@@ -96,9 +98,20 @@ async def serve_sockets(config: Config, public: socket.socket, admin: socket.soc
     await asyncio.gather(*tasks)
 
 
+def run(config: Config, public: socket.socket, admin: socket.socket | None) -> None:
+    """Run the listeners on uvloop when it is installed (uvicorn[standard] brings it)."""
+    try:
+        import uvloop
+    except ModuleNotFoundError:
+        asyncio.run(serve_sockets(config, public, admin))
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve_sockets(config, public, admin))
+
+
 def _worker(config_path: str, public: socket.socket, admin: socket.socket | None, level: str) -> None:
     configure_logging(level)
-    asyncio.run(serve_sockets(load_config(config_path), public, admin))
+    run(load_config(config_path), public, admin)
 
 
 def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
@@ -112,7 +125,7 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
         workers,
     )
     if workers <= 1:
-        asyncio.run(serve_sockets(config, public, admin))
+        run(config, public, admin)
         return 0
     # Several processes accept on the same sockets; each has its own gateway and runtime.
     ctx = multiprocessing.get_context("spawn")
