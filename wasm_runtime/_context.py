@@ -81,6 +81,9 @@ class Invocation:
         self.body_read_started = False
         self.cleanups: list[Callable[[], None]] = []
         self._wakeups = 0
+        # output streams holding written-but-unflushed bytes; pushed out before any wait, so a
+        # guest that writes and then sleeps (without flush, as StarlingMonkey does) still streams
+        self.unflushed: set[Any] = set()
 
     def start_clock(self) -> None:
         self.deadline = time.monotonic() + self.limits.timeout_s
@@ -109,6 +112,8 @@ class Invocation:
 
     def wait(self, ready: Callable[[], bool], wake_at: float | None = None) -> None:
         """Blocks the worker thread until `ready()`; wake_at (monotonic s) bounds one sleep."""
+        for stream in list(self.unflushed):
+            stream.push_pending()
         with self.cond:
             while True:
                 # a wake-up may happen inside ready() itself (a future that is already done

@@ -292,10 +292,11 @@ class OutputStream(HostResource):
     def _gone(self) -> bool:
         return self.sink.consumer_gone or self.sink.closed
 
-    def _push_pending(self) -> None:
+    def push_pending(self) -> None:
         if self._pending:
             self.sink.push(bytes(self._pending))
             self._pending.clear()
+        inv().unflushed.discard(self)
 
     def _room(self) -> int:
         return max(0, self.sink.room() - len(self._pending))
@@ -305,7 +306,7 @@ class OutputStream(HostResource):
             return Err(CLOSED)
         n = self._room()
         if n == 0 and self._pending:
-            self._push_pending()
+            self.push_pending()
             n = self._room()
         return Ok(n)
 
@@ -314,13 +315,15 @@ class OutputStream(HostResource):
             return Err(CLOSED)
         self._pending += data
         if len(self._pending) >= AUTO_FLUSH:
-            self._push_pending()
+            self.push_pending()
+        elif self._pending:
+            inv().unflushed.add(self)
         return Ok(None)
 
     def flush(self) -> Ok | Err:
         if self._gone():
             return Err(CLOSED)
-        self._push_pending()
+        self.push_pending()
         return Ok(None)
 
     def _wait_room(self) -> None:
@@ -365,7 +368,7 @@ class OutputStream(HostResource):
         return Pollable(lambda: self._gone() or self._room() > 0)
 
     def finish(self) -> None:
-        self._push_pending()
+        self.push_pending()
 
 
 def empty_source(invocation: Invocation) -> ChunkSource:
