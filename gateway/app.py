@@ -232,6 +232,17 @@ class Gateway:
         ctx.status = response.status
         headers = [(k, v) for k, v in response.headers if k != b"x-request-id"]
         headers.append((b"x-request-id", ctx.request_id.encode()))
+        try:
+            await self._send_body(ctx, response, headers, send)
+        finally:
+            # A body left half-read would keep a function (or an origin connection) waiting.
+            aclose = getattr(response.body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _send_body(
+        self, ctx: RequestContext, response: EdgeResponse, headers: RawHeaders, send: Any
+    ) -> None:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         try:
             async for chunk in response.body:

@@ -119,7 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from wasm_runtime.build import build_cli
 
-    return build_cli([args.dir, "-o", args.output])
+    return build_cli([args.dir, "-o", args.output, *(["--force"] if args.force else [])])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -145,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a Python function into a wasi:http/proxy component")
     b.add_argument("dir")
     b.add_argument("-o", "--output", required=True)
+    b.add_argument("--force", action="store_true", help="rebuild even when the build cache has it")
     b.set_defaults(func=cmd_build)
     return p
 

@@ -251,7 +251,10 @@ class Runtime:
         outbound: OutboundPolicy | None = None,
         request_id: str = "",
         log: Callable[[str, str], None] | None = None,
+        transport: OutboundTransport | None = None,
     ) -> GuestResponse:
+        """Run one request; `transport` replaces the runtime's for this invocation's outbound calls
+        (edge functions use it to send "their own URL" down the gateway's pipeline)."""
         loop = asyncio.get_running_loop()
         inv = Invocation(
             loop=loop,
@@ -259,7 +262,7 @@ class Runtime:
             limits=limits,
             env=env or {},
             outbound=outbound or OutboundPolicy(),
-            transport=self.transport,
+            transport=transport or self.transport,
             request_id=request_id,
             log_fn=log,
         )

@@ -108,6 +108,9 @@ class FunctionTarget:
                 yield chunk
         finally:
             self.concurrency.release()
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()  # the guest stops now rather than at its timeout
 
 
 def _guest_logger(name: str, version: str, request_id: str):  # type: ignore[no-untyped-def]
