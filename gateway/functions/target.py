@@ -18,7 +18,7 @@ from gateway.errors import Throttled
 from gateway.proxy import forwarded_headers
 from routes import Config
 from routes.config import Function
-from wasm_runtime import GuestRequest, Limits, OutboundPolicy, Runtime
+from wasm_runtime import GuestRequest, GuestResponse, Limits, OutboundPolicy, OutboundTransport, Runtime
 
 log = logging.getLogger("edgefn.functions")
 function_log = logging.getLogger("edgefn.function")
@@ -66,41 +66,42 @@ class FunctionTarget:
         self.via = f"1.1 {via}".encode()
 
     async def handle(self, request: EdgeRequest) -> EdgeResponse:
-        name = self.function.name
-        self.concurrency.acquire(name)
-        released = False
+        response = await self.invoke(guest_request(request, self.via), request_id=request.request_id)
+        out = [(k.encode("latin-1"), v) for k, v in response.headers]
+        out.append((b"x-edgefn-executed-version", self.version.encode()))
+        return EdgeResponse(
+            status=response.status,
+            headers=out,
+            body=response.body,
+            served_by=f"function:{self.function.name}:{self.version}",
+        )
+
+    async def invoke(
+        self,
+        guest: GuestRequest,
+        *,
+        request_id: str,
+        policy: OutboundPolicy | None = None,
+        transport: OutboundTransport | None = None,
+    ) -> GuestResponse:
+        """Run the function within its limits; the concurrency slot is held until the body ends."""
+        self.concurrency.acquire(self.function.name)
         try:
-            headers = forwarded_headers(request, self.via)
-            headers.insert(0, (b"host", request.host.encode("latin-1")))
-            guest = GuestRequest(
-                method=request.method,
-                scheme=request.scheme,
-                authority=request.host,
-                path_with_query=request.path_with_query,
-                headers=[(k.decode("latin-1"), v) for k, v in headers],
-                body=request.body,
-            )
             response = await self.runtime.invoke(
                 self.component,  # type: ignore[arg-type]
                 guest,
                 limits=self.limits,
                 env=self.env,
-                outbound=self.policy,
-                request_id=request.request_id,
-                log=_guest_logger(name, self.version, request.request_id),
+                outbound=policy or self.policy,
+                request_id=request_id,
+                log=_guest_logger(self.function.name, self.version, request_id),
+                transport=transport,
             )
-            out = [(k.encode("latin-1"), v) for k, v in response.headers]
-            out.append((b"x-edgefn-executed-version", self.version.encode()))
-            released = True
-            return EdgeResponse(
-                status=response.status,
-                headers=out,
-                body=self._release_after(response.body),
-                served_by=f"function:{name}:{self.version}",
-            )
-        finally:
-            if not released:
-                self.concurrency.release()
+        except BaseException:
+            self.concurrency.release()
+            raise
+        response.body = self._release_after(response.body)
+        return response
 
     async def _release_after(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         try:
@@ -111,6 +112,20 @@ class FunctionTarget:
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 await aclose()  # the guest stops now rather than at its timeout
+
+
+def guest_request(request: EdgeRequest, via: bytes) -> GuestRequest:
+    """The request as a function sees it: the client's headers plus the forwarding ones."""
+    headers = forwarded_headers(request, via)
+    headers.insert(0, (b"host", request.host.encode("latin-1")))
+    return GuestRequest(
+        method=request.method,
+        scheme=request.scheme,
+        authority=request.host,
+        path_with_query=request.path_with_query,
+        headers=[(k.decode("latin-1"), v) for k, v in headers],
+        body=request.body,
+    )
 
 
 def _guest_logger(name: str, version: str, request_id: str):  # type: ignore[no-untyped-def]
