@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXAMPLES := hello stream fetch
+EXAMPLES := hello stream fetch edge
 
 .PHONY: run test lint bench examples clean
 

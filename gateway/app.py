@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 
 from edge.origins import OriginPool
-from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target, single_chunk
-from gateway.errors import GatewayError, error_body, error_from
+from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target
+from gateway.edge_functions import EdgeFunction, Trigger
+from gateway.errors import GatewayError, error_from, error_response
 from gateway.functions.outbound import GatewayTransport
 from gateway.functions.target import FunctionSet
 from gateway.observability import GatewayMetrics, log_access
@@ -42,6 +43,7 @@ GATEWAY_OWNED = frozenset(
         b"x-edgefn-viewer-city",
         b"x-edgefn-viewer-latitude",
         b"x-edgefn-viewer-longitude",
+        b"x-edgefn-origin",
     }
 )
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"})
@@ -112,7 +114,14 @@ class Gateway:
             elif route.function is not None:
                 assert self.functions is not None
                 target = self.functions.target(route.function)
-            plans[route.name] = compile_plan(route, target, self.env, self.http)
+            plans[route.name] = compile_plan(
+                route,
+                target,
+                self.env,
+                self.http,
+                viewer=self.edge_function(route.edge.viewer, "viewer"),
+                origin_function=self.edge_function(route.edge.origin, "origin"),
+            )
         self.pipeline = Pipeline(RouteTable.compile(self.config.routes), plans)
         log.info(
             "gateway ready: %d routes, %d origins, %d functions",
@@ -120,6 +129,12 @@ class Gateway:
             len(self.pools),
             len(self.config.functions),
         )
+
+    def edge_function(self, name: str | None, trigger: Trigger) -> EdgeFunction | None:
+        if name is None:
+            return None
+        assert self.functions is not None and self.runtime is not None
+        return EdgeFunction(self.functions.target(name), trigger, self.runtime.transport)
 
     async def shutdown(self) -> None:
         await self.http.aclose()
@@ -199,34 +214,16 @@ class Gateway:
                 plan = self.pipeline.match(ctx, request)
                 response = await self.pipeline.policies(plan, ctx, request)
                 if response is None:
-                    assert plan.target is not None
-                    response = await plan.target.handle(request)
+                    response = await self.pipeline.dispatch(plan, request)
             except Exception as exc:
-                response = self.error_response(ctx, exc)
+                response = error_response(exc, ctx.request_id)
+            ctx.error_code = response.error_code
             response.headers = self.pipeline.response_headers(plan, request, response)
             await self.send_response(ctx, response, send)
         finally:
             self.metrics.in_flight.dec()
             self.metrics.observe(ctx)
             log_access(ctx, request.method, request.host, request.path_with_query, request.client)
-
-    def error_response(self, ctx: RequestContext, exc: BaseException) -> EdgeResponse:
-        error = error_from(exc)
-        if not isinstance(exc, GatewayError) or error.status >= 500:
-            log.warning(
-                "request %s failed: %s: %s",
-                ctx.request_id,
-                type(exc).__name__,
-                exc,
-                exc_info=error.status == 500,
-            )
-        ctx.error_code = error.code
-        body = error_body(error, ctx.request_id)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        headers.extend((k.encode(), v.encode("latin-1")) for k, v in error.headers)
-        return EdgeResponse(
-            status=error.status, headers=headers, body=single_chunk(body), served_by="gateway"
-        )
 
     async def send_response(self, ctx: RequestContext, response: EdgeResponse, send: Any) -> None:
         ctx.status = response.status

@@ -57,6 +57,7 @@ class EdgeResponse:
     body: AsyncIterator[bytes] = field(default_factory=empty_body)
     # what answered, for the access log and metrics: "origin:web@http://...", "function:hello:$LATEST"
     served_by: str = ""
+    error_code: str | None = None  # set when the gateway answered with its own error
 
 
 class Target(Protocol):

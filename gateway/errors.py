@@ -17,9 +17,11 @@ them here so every answer has the same JSON shape (DESIGN.md, "HTTP surface").
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
 
+from gateway.context import EdgeResponse, single_chunk
 from gateway.policies.auth import AuthFailure
 from wasm_runtime import FunctionError
 
@@ -102,6 +104,22 @@ def error_from(exc: BaseException) -> GatewayError:
     if isinstance(exc, (httpx.TransportError, httpx.InvalidURL)):
         return UpstreamError("origin unreachable", code="origin_unreachable")
     return GatewayError("internal error")
+
+
+log = logging.getLogger("edgefn.gateway")
+
+
+def error_response(exc: BaseException, request_id: str) -> EdgeResponse:
+    """The JSON error of DESIGN.md for any exception; unexpected ones are logged with a traceback."""
+    error = error_from(exc)
+    if not isinstance(exc, GatewayError) or error.status >= 500:
+        log.warning(
+            "request %s failed: %s: %s", request_id, type(exc).__name__, exc, exc_info=error.status == 500
+        )
+    body = error_body(error, request_id)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers.extend((k.encode(), v.encode("latin-1")) for k, v in error.headers)
+    return EdgeResponse(error.status, headers, single_chunk(body), served_by="gateway", error_code=error.code)
 
 
 def error_body(error: GatewayError, request_id: str) -> bytes:

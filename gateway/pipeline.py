@@ -1,6 +1,7 @@
 """The request lifecycle of DESIGN.md as named phases, one request at a time.
 
-    accept -> match -> policies (auth, CORS preflight, rewrites) -> target -> response phase -> log
+    accept -> match -> policies (auth, CORS preflight, rewrites) -> viewer function -> cache
+           -> origin function -> target -> response phase -> log
 
 Each route is compiled once into a `RoutePlan` holding its policies and target; per-request state
 lives in a `RequestContext`. Phases either continue or answer: an answer is a response or a
@@ -9,11 +10,12 @@ lives in a `RequestContext`. Phases either continue or answer: an answer is a re
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target, single_chunk
-from gateway.errors import MethodNotAllowed, NoRoute, PayloadTooLarge, error_from
+from gateway.edge_functions import Downstream, EdgeFunction
+from gateway.errors import MethodNotAllowed, NoRoute, PayloadTooLarge, error_from, error_response
 from gateway.policies.auth import (
     Authenticator,
     AuthFailure,
@@ -39,10 +41,18 @@ class RoutePlan:
     cors: CorsPolicy | None
     request_headers: HeaderRewriter
     response_headers: HeaderRewriter
+    viewer: EdgeFunction | None = None
+    origin_function: EdgeFunction | None = None
 
 
 def compile_plan(
-    route: Route, target: Target | None, env: Mapping[str, str], http: object | None = None
+    route: Route,
+    target: Target | None,
+    env: Mapping[str, str],
+    http: object | None = None,
+    *,
+    viewer: EdgeFunction | None = None,
+    origin_function: EdgeFunction | None = None,
 ) -> RoutePlan:
     return RoutePlan(
         route=route,
@@ -51,6 +61,8 @@ def compile_plan(
         cors=CorsPolicy(route.cors) if route.cors is not None else None,
         request_headers=HeaderRewriter(route.request_headers),
         response_headers=HeaderRewriter(route.response_headers),
+        viewer=viewer,
+        origin_function=origin_function,
     )
 
 
@@ -101,6 +113,22 @@ class Pipeline:
             request.path = rewritten
         return None
 
+    # phases 4-7: viewer function, edge cache, origin function, target. An edge function that
+    # forwards its request gets the rest of the chain's answer, errors included, as a response.
+    async def dispatch(self, plan: RoutePlan, request: EdgeRequest) -> EdgeResponse:
+        if plan.viewer is not None:
+            return await plan.viewer.run(request, _answering(lambda r: self.from_cache(plan, r)))
+        return await self.from_cache(plan, request)
+
+    async def from_cache(self, plan: RoutePlan, request: EdgeRequest) -> EdgeResponse:
+        return await self.to_origin(plan, request)
+
+    async def to_origin(self, plan: RoutePlan, request: EdgeRequest) -> EdgeResponse:
+        assert plan.target is not None
+        if plan.origin_function is not None:
+            return await plan.origin_function.run(request, _answering(plan.target.handle))
+        return await plan.target.handle(request)
+
     async def authenticate(self, authenticator: Authenticator, request: EdgeRequest) -> None:
         headers = request.header_view()
         body: bytes | None = None
@@ -137,6 +165,16 @@ class Pipeline:
                 extra.append(("vary", "origin"))
             headers = merge_cors(headers, extra)
         return headers
+
+
+def _answering(phase: Callable[[EdgeRequest], Awaitable[EdgeResponse]]) -> Downstream:
+    async def run(request: EdgeRequest) -> EdgeResponse:
+        try:
+            return await phase(request)
+        except Exception as exc:
+            return error_response(exc, request.request_id)
+
+    return run
 
 
 def merge_cors(headers: RawHeaders, extra: list[tuple[str, str]]) -> RawHeaders:

@@ -17,6 +17,7 @@ from gateway.context import EdgeRequest, EdgeResponse, RawHeaders
 from gateway.errors import UpstreamError, error_from
 from gateway.policies.headers import strip_hop_by_hop
 
+ORIGIN_PICK = b"x-edgefn-origin"
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
 
@@ -39,7 +40,7 @@ def forwarded_headers(request: EdgeRequest, via: bytes) -> RawHeaders:
     The pipeline has already removed forwarding headers that an untrusted client sent, so any
     `x-forwarded-for` left here came from a trusted proxy and is extended, not replaced.
     """
-    headers = [(k, v) for k, v in strip_hop_by_hop(request.headers) if k != b"host"]
+    headers = [(k, v) for k, v in strip_hop_by_hop(request.headers) if k not in (b"host", ORIGIN_PICK)]
     prior_for = b", ".join(v for k, v in headers if k == b"x-forwarded-for")
     prior_proto = next((v for k, v in headers if k == b"x-forwarded-proto"), None)
     prior_host = next((v for k, v in headers if k == b"x-forwarded-host"), None)
@@ -55,6 +56,15 @@ def forwarded_headers(request: EdgeRequest, via: bytes) -> RawHeaders:
     headers.append((b"x-forwarded-host", prior_host or request.host.encode("latin-1")))
     headers.append((b"via", prior_via + b", " + via if prior_via else via))
     return headers
+
+
+def _picked_first(candidates: list[EndpointState], headers: RawHeaders) -> list[EndpointState]:
+    """A viewer function may name the endpoint (its URL or its region) to try first."""
+    pick = next((v.decode("latin-1").strip() for k, v in headers if k == ORIGIN_PICK), None)
+    if not pick:
+        return candidates
+    chosen = [e for e in candidates if pick in (str(e.url).rstrip("/"), e.region)]
+    return chosen + [e for e in candidates if e not in chosen]
 
 
 def _has_body(headers: RawHeaders) -> bool:
@@ -77,7 +87,7 @@ class OriginTarget:
         raw_path = request.path_with_query.encode("latin-1")
         retry = request.method in IDEMPOTENT
         last: BaseException | None = None
-        for endpoint in self.pool.candidates():
+        for endpoint in _picked_first(self.pool.candidates(), request.headers):
             try:
                 return await self._send(endpoint, request.method, raw_path, headers, content)
             except _CONNECT_ERRORS as exc:

@@ -7,7 +7,7 @@ import pytest
 from wasm_runtime.build import ensure_built
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ("hello", "stream", "fetch")
+EXAMPLES = ("hello", "stream", "fetch", "edge")
 
 
 @pytest.fixture(scope="session")
