@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from edge.origins import OriginPool
+from gateway.cache_phase import CachePhase
 from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target
 from gateway.edge_functions import EdgeFunction, Trigger
 from gateway.errors import GatewayError, error_from, error_response
@@ -122,7 +123,7 @@ class Gateway:
                 viewer=self.edge_function(route.edge.viewer, "viewer"),
                 origin_function=self.edge_function(route.edge.origin, "origin"),
             )
-        self.pipeline = Pipeline(RouteTable.compile(self.config.routes), plans)
+        self.pipeline = Pipeline(RouteTable.compile(self.config.routes), plans, CachePhase.from_env(self.env))
         log.info(
             "gateway ready: %d routes, %d origins, %d functions",
             len(plans),

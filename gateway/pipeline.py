@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from gateway.cache_phase import CachePhase
 from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target, single_chunk
 from gateway.edge_functions import Downstream, EdgeFunction
 from gateway.errors import MethodNotAllowed, NoRoute, PayloadTooLarge, error_from, error_response
@@ -67,9 +68,15 @@ def compile_plan(
 
 
 class Pipeline:
-    def __init__(self, table: RouteTable, plans: dict[str, RoutePlan]) -> None:
+    def __init__(
+        self, table: RouteTable, plans: dict[str, RoutePlan], cache: CachePhase | None = None
+    ) -> None:
         self.table = table
         self.plans = plans
+        self.cache = cache if cache is not None else CachePhase.from_env()
+        for plan in plans.values():
+            if plan.route.cache is not None:
+                self.cache.compile(plan.route)  # a bad cache.key fails start-up, not a request
 
     # phase 2
     def match(self, ctx: RequestContext, request: EdgeRequest) -> RoutePlan:
@@ -121,6 +128,8 @@ class Pipeline:
         return await self.from_cache(plan, request)
 
     async def from_cache(self, plan: RoutePlan, request: EdgeRequest) -> EdgeResponse:
+        if plan.route.cache is not None:
+            return await self.cache.serve(plan.route, request, lambda r: self.to_origin(plan, r))
         return await self.to_origin(plan, request)
 
     async def to_origin(self, plan: RoutePlan, request: EdgeRequest) -> EdgeResponse:
