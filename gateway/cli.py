@@ -11,6 +11,7 @@ import os
 import sys
 from urllib.parse import urlsplit
 
+from gateway.admin import commands_cache
 from routes import Config, ConfigError, RouteTable, load_config
 
 EXIT_BAD_CONFIG = 2
@@ -147,6 +148,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", required=True)
     b.add_argument("--force", action="store_true", help="rebuild even when the build cache has it")
     b.set_defaults(func=cmd_build)
+    commands_cache.register(sub)
     return p
 
 

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.admin.cache_api import cache_routes
 from gateway.app import Gateway
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -64,5 +65,6 @@ def admin_app(gateway: Gateway) -> Starlette:
             Route("/healthz", healthz),
             Route("/metrics", require_token(metrics)),
             Route("/origins", require_token(origins)),
+            *cache_routes(gateway, require_token),
         ]
     )
