@@ -330,7 +330,8 @@ def initial_age(headers: RawHeaders, request_time: float, response_time: float) 
 
 
 def stored_headers(headers: RawHeaders) -> RawHeaders:
-    return [(k, v) for k, v in headers if k not in NOT_STORED]
+    lowered = ((k.lower(), v) for k, v in headers)
+    return [(k, v) for k, v in lowered if k not in NOT_STORED]
 
 
 class _Store(LRUCache):  # type: ignore[type-arg]

@@ -112,14 +112,14 @@ class CachePhase:
             return self._answer(entry, request, HIT, now)
         request_time = self.cache.clock()
         if entry is not None and (entry.etag is not None or entry.last_modified is not None):
-            response = await fetch(_conditional(request, entry))
+            response = _lower(await fetch(_conditional(request, entry)))
             if response.status == 304 and response.error_code is None:
                 await _close(response.body)
                 fresh = self.cache.refresh(entry, response.headers, request_time, rc.ttl_s)
                 self.cache.revalidated += 1
                 return self._answer(fresh, request, REVALIDATED, self.cache.clock())
         else:
-            response = await fetch(request)
+            response = _lower(await fetch(request))
         self.cache.misses += 1
         return self._fill(rc, key, request, response, request_time)
 
@@ -167,6 +167,12 @@ class CachePhase:
         headers.append((b"content-length", str(entry.body_size).encode()))
         body = empty_body() if request.method == "HEAD" else _chunks(entry.body)
         return EdgeResponse(status=entry.status, headers=headers, body=body, served_by=served_by)
+
+
+def _lower(response: EdgeResponse) -> EdgeResponse:
+    """Header names in lower case: an origin's `ETag` or `Cache-Control` counts like `etag`."""
+    response.headers = [(k.lower(), v) for k, v in response.headers]
+    return response
 
 
 def _worth_storing(headers: RawHeaders, ttl_s: float, now: float) -> bool:

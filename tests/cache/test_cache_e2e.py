@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socketserver
+import threading
 import time
 from email.utils import formatdate
 
@@ -320,3 +322,53 @@ def test_a_bad_cache_key_stops_start_up(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="cache key part 'method'"):
         asyncio.run(Gateway(load_config(path), env={}).startup())
+
+
+class CapitalisedOrigin(socketserver.StreamRequestHandler):
+    """Answers in raw HTTP/1.1 with nginx's capitalised names (uvicorn would lower-case them)."""
+
+    def handle(self) -> None:
+        lines = []
+        while (line := self.rfile.readline().strip()) != b"":
+            lines.append(line.lower())
+        conditional = b'if-none-match: "n"' in lines
+        status, body = (b"304 Not Modified", b"") if conditional else (b"200 OK", b"nginx-like")
+        length = b"" if conditional else b"Content-Length: %d\r\n" % len(body)
+        self.wfile.write(
+            b"HTTP/1.1 "
+            + status
+            + b'\r\nETag: "N"\r\nCache-Control: max-age=0\r\nX-Mixed: 1\r\n'
+            + length
+            + b"Connection: close\r\n\r\n"
+            + body
+        )
+
+
+def test_header_names_in_any_case(edge) -> None:
+    """nginx sends `ETag` and `Cache-Control` capitalised; they must count like lower-case ones."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), CapitalisedOrigin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = edge(
+            f"""
+            [origins.caps]
+            endpoints = [{{ url = "http://127.0.0.1:{server.server_address[1]}" }}]
+
+            [[routes]]
+            name = "caps"
+            path = "/{{*rest}}"
+            origin = "caps"
+            cache = {{ ttl_s = 60 }}
+            """
+        )
+        assert get(base, "/case").text == "nginx-like"
+        again = get(base, "/case")
+        assert (again.text, again.headers["x-cache"], again.headers["x-mixed"]) == (
+            "nginx-like",
+            "REVALIDATED",
+            "1",
+        )
+        assert again.headers.get_list("content-length") == ["10"]
+    finally:
+        server.shutdown()
+        server.server_close()
