@@ -407,10 +407,7 @@ class EdgeCache:
         )
         if entry.size > self.max_bytes:
             return False
-        sk = entry.store_key
-        if sk in self._store:
-            del self._store[sk]
-        self._store[sk] = entry
+        self._store[entry.store_key] = entry  # replaces a stored variant in place
         self._variants.setdefault((entry.partition, entry.key), {})[entry.vary] = None
         self.stored += 1
         return True

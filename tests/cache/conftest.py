@@ -19,6 +19,7 @@ import pytest
 
 from gateway.app import Gateway
 from routes import load_config
+from tests.gateway.conftest import shared_data_dir
 from tests.servers import ServerThread
 
 Headers = dict[str, str]
@@ -101,6 +102,7 @@ def origin() -> Iterator[Origin]:
 def edge(tmp_path: Path, origin: Origin) -> Iterator[Callable[..., str]]:
     """Start a gateway whose origin pool `o` is the test's origin; `routes` is TOML for [[routes]]."""
     started: list[ServerThread] = []
+    shared_data_dir(tmp_path / "data")  # compiled components shared across tests
 
     def start(routes: str, env: dict[str, str] | None = None) -> str:
         path = tmp_path / f"edgefn-{len(started)}.toml"
