@@ -100,6 +100,12 @@ def test_purge_by_key_and_prefix(node: tuple[str, str], origin: Origin) -> None:
     assert (run.returncode, run.stdout.strip()) == (0, '{"purged": 1}')
     assert state(base, "/page?v=2") == "MISS"
 
+    run = cli("http://127.0.0.1:9", "--admin", admin, "show")  # --admin before the verb works too
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(
+        "4 objects,"
+    )  # the MISSes above filled again and f"  {host}/page?v=2" in run.stdout.splitlines()
+
 
 def test_purge_refuses_bad_tokens_and_bodies(node: tuple[str, str]) -> None:
     _, admin = node
