@@ -1,0 +1,107 @@
+"""Prometheus metrics of functions, registered into the gateway's own registry.
+
+By function and executed version: invocations, errors, throttles, a duration histogram and
+concurrent executions. By function only (an event has no version until it runs): the async queue's
+depth, its oldest event's age and the dead-letter queue's size, read from the queue's database at
+scrape time, so they are right whichever worker process enqueued the events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("edgefn.metrics")
+
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+# function -> (events waiting or running, oldest such event's creation time, DLQ size)
+QueueStats = Callable[[], dict[str, tuple[int, float, int]]]
+
+
+class FunctionMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        labels = ["function", "version"]
+        self.invocations = Counter(
+            "edgefn_function_invocations_total",
+            "Function invocations started (synchronous and asynchronous).",
+            labels,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "edgefn_function_errors_total",
+            "Invocations that failed: status >= 500, trap, timeout.",
+            labels,
+            registry=registry,
+        )
+        self.throttles = Counter(
+            "edgefn_function_throttles_total",
+            "Invocations refused at the function's reserved concurrency (429).",
+            labels,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "edgefn_function_duration_seconds",
+            "Time the function ran, as REPORT's Duration.",
+            labels,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.concurrent = Gauge(
+            "edgefn_function_concurrent_executions",
+            "Invocations running now in this process.",
+            labels,
+            registry=registry,
+        )
+        self._queue: _QueueCollector | None = None
+
+    def watch_queue(self, stats: QueueStats) -> None:
+        """Report the async queue's figures at every scrape (once per registry)."""
+        if self._queue is None:
+            self._queue = _QueueCollector(stats)
+            self.registry.register(self._queue)
+        else:
+            self._queue.stats = stats
+
+    def unwatch_queue(self) -> None:
+        if self._queue is not None:
+            self.registry.unregister(self._queue)
+            self._queue = None
+
+
+class _QueueCollector(Collector):
+    def __init__(self, stats: QueueStats) -> None:
+        self.stats = stats
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # no describe-time collection: the registry must not read the database at register
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "edgefn_async_queue_depth", "Event invocations waiting or running.", labels=["function"]
+        )
+        age = GaugeMetricFamily(
+            "edgefn_async_queue_oldest_age_seconds",
+            "Age of the oldest event waiting or running (0 when none).",
+            labels=["function"],
+        )
+        dlq = GaugeMetricFamily("edgefn_dlq_size", "Events in the dead-letter queue.", labels=["function"])
+        try:
+            figures = self.stats()
+        except Exception:
+            log.exception("could not read the async queue for /metrics")
+            figures = {}
+        now = time.time()
+        for function, (pending, oldest, dead) in sorted(figures.items()):
+            depth.add_metric([function], pending)
+            age.add_metric([function], max(0.0, now - oldest) if pending and oldest else 0.0)
+            dlq.add_metric([function], dead)
+        yield depth
+        yield age
+        yield dlq
