@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gateway.context import EdgeRequest, EdgeResponse
 from gateway.errors import Throttled
+from gateway.functions.telemetry import InvocationRecord, InvocationTelemetry
 from gateway.proxy import forwarded_headers
 from routes import Config
 from routes.config import Function
@@ -52,8 +53,10 @@ class FunctionTarget:
         *,
         version: str = LATEST,
         via: str = "edgefn",
+        telemetry: InvocationTelemetry | None = None,
     ) -> None:
         self.runtime = runtime
+        self.telemetry = telemetry
         self.function = function
         self.component = component
         self.version = version
@@ -85,7 +88,19 @@ class FunctionTarget:
         transport: OutboundTransport | None = None,
     ) -> GuestResponse:
         """Run the function within its limits; the concurrency slot is held until the body ends."""
-        self.concurrency.acquire(self.function.name)
+        name = self.function.name
+        try:
+            self.concurrency.acquire(name)
+        except Throttled:
+            if self.telemetry is not None:
+                self.telemetry.throttled(name, self.version)
+            raise
+        record: InvocationRecord | None = None
+        if self.telemetry is not None:
+            record = self.telemetry.begin(
+                name, self.version, request_id, memory_mb=self.function.memory_mb, headers=guest.headers
+            )
+            transport = record.transport(transport or self.runtime.transport)
         try:
             response = await self.runtime.invoke(
                 self.component,  # type: ignore[arg-type]
@@ -94,24 +109,36 @@ class FunctionTarget:
                 env=self.env,
                 outbound=policy or self.policy,
                 request_id=request_id,
-                log=_guest_logger(self.function.name, self.version, request_id),
+                log=record.guest_log if record else _guest_logger(name, self.version, request_id),
                 transport=transport,
             )
-        except BaseException:
+        except BaseException as exc:
             self.concurrency.release()
+            if record is not None:
+                record.end(None, error=exc)
             raise
-        response.body = self._release_after(response.body)
+        response.body = self._release_after(response.body, response, record)
         return response
 
-    async def _release_after(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def _release_after(
+        self, body: AsyncIterator[bytes], response: GuestResponse, record: InvocationRecord | None
+    ) -> AsyncIterator[bytes]:
+        error: BaseException | None = None
         try:
             async for chunk in body:
                 yield chunk
+        except Exception as exc:  # not GeneratorExit: a reader that stops early is no failure
+            error = exc
+            raise
         finally:
             self.concurrency.release()
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                await aclose()  # the guest stops now rather than at its timeout
+            try:
+                aclose = getattr(body, "aclose", None)
+                if aclose is not None:
+                    await aclose()  # the guest stops now rather than at its timeout
+            finally:
+                if record is not None:
+                    record.end(response.stats, status=response.status, error=error)
 
 
 def guest_request(request: EdgeRequest, via: bytes) -> GuestRequest:
@@ -148,9 +175,12 @@ def _guest_logger(name: str, version: str, request_id: str):  # type: ignore[no-
 class FunctionSet:
     """The functions of the config file, loaded once and shared by every route that names them."""
 
-    def __init__(self, config: Config, runtime: Runtime) -> None:
+    def __init__(
+        self, config: Config, runtime: Runtime, telemetry: InvocationTelemetry | None = None
+    ) -> None:
         self.config = config
         self.runtime = runtime
+        self.telemetry = telemetry
         self.targets: dict[str, FunctionTarget] = {}
 
     async def load_all(self) -> None:
@@ -159,7 +189,12 @@ class FunctionSet:
             component = await self.runtime.load(Path(function.component))
             policy = OutboundPolicy(allowed=function.outbound, origins=origins)
             self.targets[name] = FunctionTarget(
-                self.runtime, function, component, policy, via=f"edgefn-{self.config.node.name}"
+                self.runtime,
+                function,
+                component,
+                policy,
+                via=f"edgefn-{self.config.node.name}",
+                telemetry=self.telemetry,
             )
             log.info("function %s ready", name)
 
