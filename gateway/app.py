@@ -9,6 +9,7 @@ truncated body rather than a complete-looking wrong one.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
@@ -23,11 +24,13 @@ from gateway.cache_phase import CachePhase
 from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target
 from gateway.edge_functions import EdgeFunction, Trigger
 from gateway.errors import GatewayError, error_from, error_response
+from gateway.functions.invocations import Invocations
 from gateway.functions.outbound import GatewayTransport
 from gateway.functions.target import FunctionSet
 from gateway.observability import GatewayMetrics, log_access
 from gateway.pipeline import Pipeline, RoutePlan, compile_plan
 from gateway.proxy import OriginTarget, shared_client
+from gateway.tracing import Tracer
 from routes import Config, RouteTable
 from wasm_runtime import Runtime
 
@@ -89,6 +92,8 @@ class Gateway:
         self.pools = {name: OriginPool(origin) for name, origin in config.origins.items()}
         self.runtime = runtime
         self.functions: FunctionSet | None = None
+        self.invocations: Invocations | None = None
+        self.tracer = Tracer(self.env)
         self.pipeline: Pipeline | None = None
         node = config.node
         self.node_headers: RawHeaders = [(b"x-edgefn-node", node.name.encode())]
@@ -102,8 +107,10 @@ class Gateway:
             if self.runtime is None:
                 transport = GatewayTransport(self.http, self.pools)
                 self.runtime = Runtime(self.config.node.data_dir, transport=transport)
-            self.functions = FunctionSet(self.config, self.runtime)
+            self.invocations = Invocations.for_gateway(self)
+            self.functions = FunctionSet(self.config, self.runtime, self.invocations.telemetry)
             await self.functions.load_all()
+            await self.invocations.start()
         origin_targets: dict[str, Target] = {
             name: OriginTarget(pool, self.http, via=self.via) for name, pool in self.pools.items()
         }
@@ -138,6 +145,9 @@ class Gateway:
         return EdgeFunction(self.functions.target(name), trigger, self.runtime.transport)
 
     async def shutdown(self) -> None:
+        if self.invocations is not None:
+            await self.invocations.aclose()
+        await asyncio.to_thread(self.tracer.shutdown)
         await self.http.aclose()
         if self.runtime is not None:
             await self.runtime.aclose()
@@ -208,12 +218,15 @@ class Gateway:
     async def serve_http(self, scope: Scope, receive: Any, send: Any) -> None:
         assert self.pipeline is not None, "startup() has not run"
         request, ctx = self.accept(scope, receive)
+        span = self.tracer.accept(request.method, request.host, request.path, request.headers)
         self.metrics.in_flight.inc()
         plan: RoutePlan | None = None
         try:
             try:
                 plan = self.pipeline.match(ctx, request)
                 response = await self.pipeline.policies(plan, ctx, request)
+                if response is None and self.invocations is not None:
+                    response = await self.invocations.intercept(plan.route.function, request)
                 if response is None:
                     response = await self.pipeline.dispatch(plan, request)
             except Exception as exc:
@@ -224,6 +237,7 @@ class Gateway:
         finally:
             self.metrics.in_flight.dec()
             self.metrics.observe(ctx)
+            span.end(ctx.status, {"edgefn.route": ctx.route.name if ctx.route else "-"})
             log_access(ctx, request.method, request.host, request.path_with_query, request.client)
 
     async def send_response(self, ctx: RequestContext, response: EdgeResponse, send: Any) -> None:
