@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.admin.cache_api import cache_routes
+from gateway.admin.invocations_api import invocation_routes
 from gateway.app import Gateway
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -66,5 +67,6 @@ def admin_app(gateway: Gateway) -> Starlette:
             Route("/metrics", require_token(metrics)),
             Route("/origins", require_token(origins)),
             *cache_routes(gateway, require_token),
+            *invocation_routes(gateway, require_token),
         ]
     )
