@@ -11,7 +11,7 @@ import os
 import sys
 from urllib.parse import urlsplit
 
-from gateway.admin import commands_cache
+from gateway.admin import commands_cache, commands_invocations
 from routes import Config, ConfigError, RouteTable, load_config
 
 EXIT_BAD_CONFIG = 2
@@ -149,6 +149,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="rebuild even when the build cache has it")
     b.set_defaults(func=cmd_build)
     commands_cache.register(sub)
+    commands_invocations.register(sub)
     return p
 
 
