@@ -15,6 +15,7 @@ from typing import Protocol
 
 from starlette.datastructures import Headers
 
+from edge.geo import Viewer
 from routes import Route, RouteMatch
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -41,6 +42,7 @@ class EdgeRequest:
     client: str  # the client address as the gateway believes it (see TrustedProxies)
     peer: str = ""  # the address the connection came from
     request_id: str = ""
+    viewer: Viewer | None = None  # where the client is (edge.geo), when anything says so
 
     @property
     def path_with_query(self) -> str:
