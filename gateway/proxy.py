@@ -3,7 +3,9 @@
 Bodies stream both ways through one shared `httpx.AsyncClient`: the client's body is handed to
 httpx as an async iterator and the origin's body comes back through `aiter_raw()` (no decoding, no
 joining), so a 50 MB response never sits in memory. A connect failure on an idempotent request
-moves on to the next endpoint of the pool; nothing was sent, so nothing can be doubled.
+moves on to the next endpoint of the pool; nothing was sent, so nothing can be doubled. The pool
+orders endpoints for the request's viewer and hears of every connect failure and status, which is
+what passive ejection runs on.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class OriginTarget:
         raw_path = request.path_with_query.encode("latin-1")
         retry = request.method in IDEMPOTENT
         last: BaseException | None = None
-        for endpoint in _picked_first(self.pool.candidates(), request.headers):
+        for endpoint in _picked_first(self.pool.candidates(request.viewer), request.headers):
             try:
                 return await self._send(endpoint, request.method, raw_path, headers, content)
             except _CONNECT_ERRORS as exc:
@@ -114,7 +116,7 @@ class OriginTarget:
             method, url, headers=headers, content=content, timeout=self.timeout
         )
         response = await self.client.send(upstream, stream=True)
-        self.pool.report_success(endpoint)
+        self.pool.report_response(endpoint, response.status_code)
         out = strip_hop_by_hop(list(response.headers.raw))
         out.append((b"via", self.via))
         return EdgeResponse(
