@@ -400,6 +400,7 @@ class InvocationQueue:
         self.clock = clock
         self.running: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
         self._closed = False
@@ -456,7 +457,7 @@ class InvocationQueue:
         )
         await self.db(self.store.add, event)
         log.info(json.dumps({"event": "enqueued", "invocation_id": event.id, "function": reference}))
-        self._wake.set()
+        self.wake()
         return event.id
 
     # admin -----------------------------------------------------------------------------------
@@ -468,7 +469,7 @@ class InvocationQueue:
         n = await self.db(self.store.redrive, function, self.clock())
         if n:
             log.info(json.dumps({"event": "redrive", "function": function, "count": n}))
-            self._wake.set()
+            self.wake()
         return n
 
     async def events(self, function: str, states: tuple[str, ...]) -> list[Event]:
@@ -480,6 +481,7 @@ class InvocationQueue:
     # the worker ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._work(), name="edgefn-invocation-worker")
 
     async def aclose(self) -> None:
@@ -545,8 +547,16 @@ class InvocationQueue:
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     def wake(self) -> None:
-        """Look for due events now (call on the event loop)."""
-        self._wake.set()
+        """Look for due events now; safe from any thread or event loop."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.running.discard(task)
