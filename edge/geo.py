@@ -46,6 +46,10 @@ VIEWER_HEADERS = (
     b"x-edgefn-viewer-latitude",
     b"x-edgefn-viewer-longitude",
 )
+# x-edgefn-viewer-* header -> Viewer field, to read back a viewer that only travelled as headers.
+VIEWER_HEADER_FIELDS: Mapping[bytes, str] = dict(
+    zip(VIEWER_HEADERS, ("country", "city", "latitude", "longitude"), strict=True)
+)
 # Cloudflare's codes for "unknown" and "Tor": not a place.
 _NOT_COUNTRIES = frozenset({"XX", "T1"})
 EARTH_RADIUS_KM = 6371.0088

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+from edge.geo import VIEWER_HEADER_FIELDS, viewer_from_headers
 from edge.origins import EndpointState, OriginPool
 from gateway.context import EdgeRequest, EdgeResponse, RawHeaders
 from gateway.errors import UpstreamError, error_from
@@ -89,7 +90,9 @@ class OriginTarget:
         raw_path = request.path_with_query.encode("latin-1")
         retry = request.method in IDEMPOTENT
         last: BaseException | None = None
-        for endpoint in _picked_first(self.pool.candidates(request.viewer), request.headers):
+        # A request re-made by an edge function may carry its viewer only as headers.
+        viewer = request.viewer or viewer_from_headers(request.headers, VIEWER_HEADER_FIELDS)
+        for endpoint in _picked_first(self.pool.candidates(viewer), request.headers):
             try:
                 return await self._send(endpoint, request.method, raw_path, headers, content)
             except _CONNECT_ERRORS as exc:
