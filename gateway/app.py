@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from edge.geo import CDN_GEO_HEADERS, GeoLocator, viewer_headers
+from edge.health import HealthChecker
 from edge.origins import OriginPool
 from gateway.cache_phase import CachePhase
 from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target
@@ -89,7 +91,12 @@ class Gateway:
         self.trusted = TrustedProxies(config.node.trusted_proxies)
         self.metrics = GatewayMetrics()
         self.http = http or shared_client()
-        self.pools = {name: OriginPool(origin) for name, origin in config.origins.items()}
+        self.pools = {
+            name: OriginPool(origin, config.regions, config.node.region)
+            for name, origin in config.origins.items()
+        }
+        self.geo = GeoLocator(config.node.geoip_db)
+        self.health = HealthChecker(self.pools.values(), self.http)
         self.runtime = runtime
         self.functions: FunctionSet | None = None
         self.invocations: Invocations | None = None
@@ -131,6 +138,7 @@ class Gateway:
                 origin_function=self.edge_function(route.edge.origin, "origin"),
             )
         self.pipeline = Pipeline(RouteTable.compile(self.config.routes), plans, CachePhase.from_env(self.env))
+        await self.health.start()
         log.info(
             "gateway ready: %d routes, %d origins, %d functions",
             len(plans),
@@ -145,6 +153,8 @@ class Gateway:
         return EdgeFunction(self.functions.target(name), trigger, self.runtime.transport)
 
     async def shutdown(self) -> None:
+        await self.health.aclose()
+        self.geo.close()
         if self.invocations is not None:
             await self.invocations.aclose()
         await asyncio.to_thread(self.tracer.shutdown)
@@ -183,11 +193,17 @@ class Gateway:
         host = ""
         headers: RawHeaders = []
         forwarded_for: list[bytes] = []
+        cdn_geo: RawHeaders = []
         for k, v in raw:
             if k == b"host":
                 host = v.decode("latin-1")
             if k in GATEWAY_OWNED:
                 continue
+            if k in CDN_GEO_HEADERS:
+                # A CDN's word on where the client is counts only from a trusted proxy.
+                if not trusted:
+                    continue
+                cdn_geo.append((k, v))
             if k in FORWARDING:
                 if not trusted:
                     continue
@@ -197,6 +213,9 @@ class Gateway:
                 if k == b"x-forwarded-for":
                     forwarded_for.append(v)
             headers.append((k, v))
+        client = self.trusted.client_address(peer, forwarded_for)
+        viewer = self.geo.locate(client, cdn_geo)
+        headers.extend(viewer_headers(viewer))
         headers.extend(self.node_headers)
         request_id = request_id or uuid.uuid4().hex
         headers.append((b"x-request-id", request_id.encode()))
@@ -209,9 +228,10 @@ class Gateway:
             query=scope.get("query_string", b""),
             headers=headers,
             body=_receive_body(receive, ctx),
-            client=self.trusted.client_address(peer, forwarded_for),
+            client=client,
             peer=peer,
             request_id=request_id,
+            viewer=viewer,
         )
         return request, ctx
 
