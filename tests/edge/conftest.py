@@ -3,6 +3,7 @@ are and can be made sick, and a gateway whose pools the test can inspect."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 from collections.abc import Callable, Iterator
@@ -71,13 +72,14 @@ def geo_db(tmp_path: Path) -> Path:
 
 class NamedOrigin:
     """examples.origin under a name it sends back in `x-origin`; `healthy` and `failing` are
-    switches a test flips: a sick origin answers its health path with 503, a failing one answers
-    everything else with 500."""
+    switches a test flips: a sick origin answers its health path with 503 (a slow one late), a
+    failing one answers everything else with 500."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.healthy = True
         self.failing = False
+        self.health_delay_s = 0.0
         self.hits = 0  # requests other than health probes
         self.probes = 0
 
@@ -88,6 +90,7 @@ class NamedOrigin:
         name = self.name.encode()
         if scope["path"] == "/healthz":
             self.probes += 1
+            await asyncio.sleep(self.health_delay_s)
             status = 200 if self.healthy else 503
             body = json.dumps({"ok": self.healthy, "origin": self.name}).encode()
             await send({"type": "http.response.start", "status": status, "headers": [(b"x-origin", name)]})
