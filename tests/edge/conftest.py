@@ -17,6 +17,7 @@ from netaddr import IPSet
 from examples import origin as origin_module
 from gateway.app import Gateway
 from routes import load_config
+from routes.config import Region
 from tests.gateway.conftest import shared_data_dir
 from tests.servers import ServerThread
 
@@ -47,6 +48,12 @@ PLACES: dict[str, dict[str, Any]] = {
     "2001:db8::/32": {"country": {"iso_code": "DE", "names": {"en": "Germany"}}},
 }
 
+REGION_MAP = {
+    "eu-west": Region("eu-west", 53.35, -6.26),
+    "us-east": Region("us-east", 38.90, -77.04),
+    "ap-northeast": Region("ap-northeast", 35.68, 139.69),
+}
+# The same regions as edgefn.toml text.
 REGIONS = """
 [regions.eu-west]
 location = [53.35, -6.26]

@@ -11,14 +11,8 @@ import httpx
 
 from edge.geo import Viewer
 from edge.origins import OriginPool
-from routes.config import Endpoint, Origin, Region
-from tests.edge.conftest import DUBLIN, GERMANY_NO_LOCATION, REGIONS, TOKYO, UNLISTED, WASHINGTON
-
-REGION_MAP = {
-    "eu-west": Region("eu-west", 53.35, -6.26),
-    "us-east": Region("us-east", 38.90, -77.04),
-    "ap-northeast": Region("ap-northeast", 35.68, 139.69),
-}
+from routes.config import Endpoint, Origin
+from tests.edge.conftest import DUBLIN, GERMANY_NO_LOCATION, REGION_MAP, REGIONS, TOKYO, UNLISTED, WASHINGTON
 
 
 def pool(select: str, *endpoints: Endpoint, node_region: str | None = "us-east", seed: int = 1) -> OriginPool:
