@@ -177,3 +177,51 @@ def test_twenty_queued_events_survive_kill_9(node_factory, controlled_origin: Co
         time.sleep(0.1)
     # the runs cut short by the kill were found and ran again (at least once, same ids)
     assert '"event": "recovered"' in node.log()
+
+
+GUARDED = """
+[origins.web]
+endpoints = [{{ url = "{origin}" }}]
+
+[functions.fetch]
+component = "{{fetch}}"
+outbound = ["web"]
+
+[functions.stream]
+component = "{{stream}}"
+timeout_s = 1
+async = {{ max_retries = 1, retry_delays_s = [0.1] }}
+
+[[routes]]
+name = "guarded"
+path = "/g/{{*rest}}"
+function = "fetch"
+rewrite = {{ path = "/{{rest}}" }}
+auth = {{ type = "api_key", keys_env = "KEYS" }}
+
+[[routes]]
+name = "stream"
+path = "/stream"
+function = "stream"
+"""
+
+
+def test_event_needs_the_routes_auth_and_a_timeout_is_a_failure(
+    node_factory, controlled_origin: ControlledOrigin
+) -> None:
+    node = node_factory(GUARDED.format(origin=controlled_origin.url), env={"KEYS": "k1"})
+    r = httpx.post(f"{node.url}/g/nokey", headers=EVENT, timeout=10)
+    assert r.status_code == 401
+    r = httpx.post(f"{node.url}/g/key", headers={**EVENT, "x-api-key": "k1"}, timeout=10)
+    assert r.status_code == 202
+    controlled_origin.wait_for(lambda: "/key" in controlled_origin.paths())
+    assert "/nokey" not in controlled_origin.paths()
+    # the stream sends its head at once, then runs past its 1 s timeout: a failure, retried once
+    r = httpx.get(f"{node.url}/stream?n=3&ms=800", headers=EVENT, timeout=10)
+    assert r.status_code == 202
+    deadline = time.monotonic() + 15
+    while not (dead := node.admin_get("/functions/stream/dlq")["events"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert dead[0]["attempts"] == 2 and "body failed" in dead[0]["last_error"], dead
+    assert "FunctionTimeout" in dead[0]["last_error"] or "timeout" in dead[0]["last_error"].lower()
