@@ -16,7 +16,6 @@ and origin selection as `Viewer.location`.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -193,13 +192,10 @@ class GeoLocator:
     def _lookup(self, ip: str) -> Viewer | None:
         assert self.reader is not None
         try:
-            address = ipaddress.ip_address(ip)
+            record = self.reader.get(ip)
         except ValueError:
-            return None  # "unix:..." peers, "0.0.0.0" placeholders: no place
-        try:
-            record = self.reader.get(address)
-        except ValueError:
-            return None  # an IPv6 address against an IPv4-only database
+            # Not an address ("unix:..." peers), or IPv6 against an IPv4-only database: no place.
+            return None
         return _viewer_from_record(record)
 
     def locate(self, client: str, cdn_headers: Sequence[tuple[bytes, bytes]] = ()) -> Viewer | None:
