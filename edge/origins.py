@@ -174,9 +174,10 @@ class OriginPool:
             endpoint.check_failures = 0
             if not endpoint.healthy and endpoint.check_passes >= healthy_after:
                 endpoint.healthy = True
-            # As Envoy does by default: a passing probe lifts a passive ejection.
+            # As Envoy does by default: a passing probe lifts a passive ejection (ending it now,
+            # so that forgiving the ejection streak still takes a back-off period of good answers).
             if endpoint.healthy:
-                endpoint.ejected_until = 0.0
+                endpoint.ejected_until = min(endpoint.ejected_until, time.monotonic())
         else:
             endpoint.check_failures += 1
             endpoint.check_passes = 0
