@@ -142,7 +142,9 @@ class Pipeline:
         headers = request.header_view()
         body: bytes | None = None
         if authenticator.needs_body and "x-amz-content-sha256" not in headers:
-            body = await read_bounded(request.body, MAX_BUFFERED_BODY)
+            body = await read_bounded(
+                request.body, MAX_BUFFERED_BODY, "request body over {limit} bytes cannot be authenticated"
+            )
             request.body = single_chunk(body)
         try:
             principal = await authenticator.authenticate(
@@ -202,14 +204,14 @@ def merge_cors(headers: RawHeaders, extra: list[tuple[str, str]]) -> RawHeaders:
     return kept
 
 
-async def read_bounded(body: AsyncIterator[bytes], limit: int) -> bytes:
+async def read_bounded(body: AsyncIterator[bytes], limit: int, refusal: str) -> bytes:
     """Read a whole body a phase must see at once; past `limit` the request is refused (413)."""
     parts: list[bytes] = []
     size = 0
     async for chunk in body:
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes cannot be authenticated")
+            raise PayloadTooLarge(refusal.format(limit=limit))
         parts.append(chunk)
     return b"".join(parts)
 

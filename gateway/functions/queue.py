@@ -31,14 +31,15 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.context import EdgeRequest, EdgeResponse, single_chunk
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Throttled
+from gateway.errors import BadRequest, GatewayError, Throttled
+from gateway.pipeline import read_bounded
 from routes.config import AsyncInvoke
 
 log = logging.getLogger("edgefn.invocations")
@@ -344,17 +345,6 @@ def queue_depth(db: sqlite3.Connection) -> dict[str, tuple[int, float, int]]:
     return out
 
 
-async def read_event_body(body: AsyncIterator[bytes], limit: int = MAX_EVENT_BYTES) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in body:
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"an Event invocation's body may be at most {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
 def stored_request(request: EdgeRequest) -> dict[str, Any]:
     return {
         "method": request.method,
@@ -442,7 +432,9 @@ class InvocationQueue:
     async def submit(self, reference: str, request: EdgeRequest, *, body: bytes | None = None) -> str:
         """Persist an Event (committed and fsync'd when this returns) and wake the worker."""
         if body is None:
-            body = await read_event_body(request.body)
+            body = await read_bounded(
+                request.body, MAX_EVENT_BYTES, "an Event invocation's body may be at most {limit} bytes"
+            )
         now = self.clock()
         event = Event(
             id=uuid.uuid4().hex,
