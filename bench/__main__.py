@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from bench import proxy
-from bench.harness import BenchError, Processes, Terminated, ensure_tools, machine_info, write_section
+from bench.harness import Processes, ensure_tools, machine_info, run_bench, say, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,10 +61,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     opts = proxy.Options(
@@ -82,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="edgefn-bench-"))
-    try:
+
+    def work(workdir: Path) -> None:
         ensure_tools(install=not args.no_install)
         machine = machine_info()
         say(f"workdir {workdir}; starting systems")
@@ -98,18 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"wrote {args.output} in {time.monotonic() - started:.0f} s")
         for line in proxy.target_verdict(systems, results):
             say(line)
-        return 0
-    except BenchError as exc:
-        say(f"bench failed: {exc}")
-        return 1
-    except (KeyboardInterrupt, Terminated):
-        say("interrupted; every child stopped")
-        return 130
-    finally:
-        if args.keep_workdir:
-            say(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+
+    return run_bench("edgefn-bench-", work, keep_workdir=args.keep_workdir)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import urllib.request
 from collections import defaultdict
@@ -31,14 +29,15 @@ from bench.harness import (
     BenchError,
     Child,
     Processes,
-    Terminated,
     WrkResult,
     ensure_tools,
     fmt,
     free_port,
     machine_info,
     median,
+    run_bench,
     run_wrk,
+    say,
     table,
     tool_path,
     wait_http,
@@ -288,12 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     command = "python -m bench.cache " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    workdir = Path(tempfile.mkdtemp(prefix="edgefn-bench-cache-"))
     started = time.monotonic()
-    try:
+
+    def work(workdir: Path) -> None:
         ensure_tools(install=not args.no_install)
         with Processes(workdir) as procs:
             systems, admin = start(procs, workdir, args.log_level, say)
@@ -301,15 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         body = render(systems, results, machine_info(), command.strip(), args.passes, args.duration)
         write_section(args.output, SECTION, body)
         say(f"wrote {args.output} in {time.monotonic() - started:.0f} s")
-        return 0
-    except BenchError as exc:
-        say(f"bench failed: {exc}")
-        return 1
-    except (KeyboardInterrupt, Terminated):
-        say("interrupted; every child stopped")
-        return 130
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+
+    return run_bench("edgefn-bench-cache-", work)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,8 @@ import argparse
 import ipaddress
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +37,6 @@ from bench.harness import (
     BenchError,
     Child,
     Processes,
-    Terminated,
     WrkResult,
     ensure_tools,
     fmt,
@@ -47,6 +44,8 @@ from bench.harness import (
     machine_info,
     median,
     parse_wrk,
+    run_bench,
+    say,
     table,
     tool_path,
     wait_http,
@@ -459,15 +458,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "python -m bench.geo " + " ".join(argv if argv is not None else sys.argv[1:])
-    workdir = Path(tempfile.mkdtemp(prefix="edgefn-bench-geo-"))
-    try:
+
+    def work(workdir: Path) -> None:
         if args.no_e2e:
             machine = {"cpu": "?", "cores": str(os.cpu_count())}
         else:
@@ -500,15 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         body = render(micro, e2e, gateways, loads, args, machine, data, command.strip())
         write_section(args.output, SECTION, body)
         say(f"wrote {args.output}")
-        return 0
-    except BenchError as exc:
-        say(f"bench failed: {exc}")
-        return 1
-    except (KeyboardInterrupt, Terminated):
-        say("interrupted; every child stopped")
-        return 130
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+
+    return run_bench("edgefn-bench-geo-", work)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -414,3 +415,30 @@ def stopwatch() -> Iterator[list[float]]:
         yield out
     finally:
         out.append(time.monotonic() - start)
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_bench(prefix: str, work: Callable[[Path], None], *, keep_workdir: bool = False) -> int:
+    """Run one benchmark in a scratch directory; the exit status says how it ended.
+
+    Children are stopped by the `Processes` context inside `work`; here only what is left is
+    reported: 1 for a benchmark that could not run, 130 for an interrupt.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        work(workdir)
+        return 0
+    except BenchError as exc:
+        say(f"bench failed: {exc}")
+        return 1
+    except (KeyboardInterrupt, Terminated):
+        say("interrupted; every child stopped")
+        return 130
+    finally:
+        if keep_workdir:
+            say(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
