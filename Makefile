@@ -23,7 +23,11 @@ examples: $(STAMP)
 run: $(STAMP) examples
 	$(BIN)/python -m examples.serve
 
+# The fleet tests run a real redis-server (Debian); without it, and not root, they are skipped.
 test: $(STAMP)
+	@command -v redis-server >/dev/null || test -x /usr/bin/redis-server || \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq redis-server >/dev/null || echo "test: apt-get install redis-server failed"; \
+	  else echo "test: redis-server missing and not root: tests/fleet will be skipped"; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
