@@ -2,7 +2,7 @@
 
 from routes.config import Config, Route
 from routes.errors import ConfigError, ConfigProblem
-from routes.loader import load_config, parse_config
+from routes.loader import load_config, parse_config, unknown_functions
 from routes.patterns import Template
 from routes.table import RouteMatch, RouteTable
 
@@ -16,4 +16,5 @@ __all__ = [
     "Template",
     "load_config",
     "parse_config",
+    "unknown_functions",
 ]

@@ -192,3 +192,6 @@ class Config:
     origins: dict[str, Origin] = field(default_factory=dict)
     functions: dict[str, Function] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
+    # (key path, reference) of routes naming a function outside [functions], when loaded with
+    # deployed=True; `routes.unknown_functions` checks them against the registry's names.
+    deployed_refs: tuple[tuple[str, str], ...] = ()

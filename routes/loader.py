@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,8 +53,12 @@ _INVOKE_MODES = ("BUFFERED", "RESPONSE_STREAM")
 _REDIRECT_STATUSES = (301, 302, 307, 308)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; raises ConfigError with every problem found."""
+def load_config(path: str | Path, *, deployed: bool = False) -> Config:
+    """Read and validate a config file; raises ConfigError with every problem found.
+
+    With `deployed=True` a route may name a function that is not in `[functions]` (one deployed
+    to the registry at run time); such references are kept in `Config.deployed_refs` for
+    `unknown_functions` to check against the registry's names, since routes cannot see it."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -62,10 +66,10 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([ConfigProblem(path, "", f"cannot read the file: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(path, "", f"not UTF-8 text (byte {exc.start})")]) from None
-    return parse_config(text, path)
+    return parse_config(text, path, deployed=deployed)
 
 
-def parse_config(text: str, path: Path) -> Config:
+def parse_config(text: str, path: Path, *, deployed: bool = False) -> Config:
     """Validate config text as if it were read from `path` (which need not exist)."""
     path = Path(path)
     try:
@@ -75,12 +79,12 @@ def parse_config(text: str, path: Path) -> Config:
         m = _TOML_POSITION.match(message)
         where, what = (m.group(2), m.group(1)) if m else ("", message)
         raise ConfigError([ConfigProblem(path, where, f"TOML syntax error: {what}")]) from None
-    return config_from_dict(data, path)
+    return config_from_dict(data, path, deployed=deployed)
 
 
-def config_from_dict(data: dict[str, Any], path: Path) -> Config:
+def config_from_dict(data: dict[str, Any], path: Path, *, deployed: bool = False) -> Config:
     """Validate an already parsed document; the seam for property tests."""
-    loader = _Loader(Path(path))
+    loader = _Loader(Path(path), deployed)
     config = loader.load(data)
     if loader.problems.items:
         raise ConfigError(loader.problems.items)
@@ -90,12 +94,14 @@ def config_from_dict(data: dict[str, Any], path: Path) -> Config:
 @dataclass
 class _Loader:
     path: Path
+    deployed: bool = False
     problems: Problems = field(init=False)
     base: Path = field(init=False)
     regions: set[str] = field(default_factory=set)
     regions_ok: bool = True
     origins: set[str] = field(default_factory=set)
     functions: set[str] = field(default_factory=set)
+    deployed_refs: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.problems = Problems(self.path)
@@ -119,7 +125,13 @@ class _Loader:
         node = self._node(root.table("node") or Table(self.problems, "node", {}))
         root.finish()
         return Config(
-            path=self.path, node=node, regions=regions, origins=origins, functions=functions, routes=routes
+            path=self.path,
+            node=node,
+            regions=regions,
+            origins=origins,
+            functions=functions,
+            routes=routes,
+            deployed_refs=tuple(self.deployed_refs),
         )
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -591,8 +603,8 @@ class _Loader:
         elif len(targets) > 1:
             self.problems.add(t.key, f"a route has exactly one target, got {' and '.join(targets)}")
         function = t.string("function", None)
-        if function is not None and (problem := values.function_ref(function, self.functions)):
-            t.add("function", problem)
+        if function is not None:
+            self._function_ref(t, "function", function)
         origin = t.string("origin", None)
         if origin is not None and origin not in self.origins:
             known = ", ".join(sorted(self.origins)) or "none"
@@ -626,8 +638,8 @@ class _Loader:
         if et is not None:
             viewer, origin_fn = et.string("viewer", None), et.string("origin", None)
             for key, ref in (("viewer", viewer), ("origin", origin_fn)):
-                if ref is not None and (problem := values.function_ref(ref, self.functions)):
-                    et.add(key, problem)
+                if ref is not None:
+                    self._function_ref(et, key, ref)
             edge = EdgeFunctions(viewer, origin_fn)
             et.finish()
         auth = self._auth(t, "auth")
@@ -652,6 +664,14 @@ class _Loader:
         if host is not None and path is not None:
             shape = (host.kind, host.value, tuple((k, v if k == 0 else "") for k, v in path.segments))
         return route, shape
+
+    def _function_ref(self, t: Table, key: str, ref: str) -> None:
+        if problem := values.function_qualifier(ref):
+            t.add(key, problem)
+        elif self.deployed and ref.partition(":")[0] not in self.functions:
+            self.deployed_refs.append((t.sub(key), ref))
+        elif problem := values.function_known(ref.partition(":")[0], self.functions):
+            t.add(key, problem)
 
     def _redirect(self, t: Table, path: PathPattern | None) -> Redirect | None:
         rt = t.table("redirect")
@@ -719,3 +739,14 @@ class _Loader:
         )
         t.finish()
         return node
+
+
+def unknown_functions(config: Config, deployed: Iterable[str]) -> list[ConfigProblem]:
+    """What `load_config(..., deployed=True)` left open: references to functions neither in the
+    config nor among `deployed` (the registry's names), as the loader would have reported them."""
+    names = set(deployed)
+    problems = []
+    for key, ref in config.deployed_refs:
+        if problem := values.function_known(ref.partition(":")[0], set(config.functions), names):
+            problems.append(ConfigProblem(config.path, key, problem))
+    return problems

@@ -90,7 +90,14 @@ def host_port(value: str) -> bool:
 
 def function_ref(value: str, functions: set[str]) -> str:
     """`NAME`, `NAME:ALIAS`, `NAME:3` or `NAME:$LATEST`; NAME must be a configured function."""
+    return function_qualifier(value) or function_known(value.partition(":")[0], functions)
+
+
+def function_qualifier(value: str) -> str:
+    """The syntax of a function reference; whether its NAME exists is `function_known`'s question."""
     name, sep, qualifier = value.partition(":")
+    if not FUNCTION_NAME.fullmatch(name):
+        return f"{value!r}: {name!r} is not a function name (1-64 letters, digits, '-', '_')"
     if sep:
         if not qualifier:
             return f"{value!r}: empty qualifier after ':'; write NAME, NAME:ALIAS or NAME:VERSION"
@@ -99,10 +106,21 @@ def function_ref(value: str, functions: set[str]) -> str:
                 return f"{value!r}: versions start at 1"
         elif qualifier != "$LATEST" and not _ALIAS.fullmatch(qualifier):
             return f"{value!r}: {qualifier!r} is not an alias (letters, digits, '-', '_') or a version"
-    if name not in functions:
-        known = ", ".join(sorted(functions)) or "none"
-        return f"function {name!r} is not configured (configured: {known}){suggest(name, functions)}"
     return ""
+
+
+def function_known(name: str, functions: set[str], deployed: set[str] | None = None) -> str:
+    """The one check of a referenced function's name: in the config (or, at serve, deployed)."""
+    if name in functions or (deployed is not None and name in deployed):
+        return ""
+    known = ", ".join(sorted(functions)) or "none"
+    if deployed is None:
+        return f"function {name!r} is not configured (configured: {known}){suggest(name, functions)}"
+    every = functions | deployed
+    return (
+        f"function {name!r} is neither configured nor deployed (configured: {known}; "
+        f"deployed: {', '.join(sorted(deployed)) or 'none'}){suggest(name, every)}"
+    )
 
 
 def schedule(value: str) -> str:
