@@ -28,6 +28,7 @@ from gateway.edge_functions import EdgeFunction, Trigger
 from gateway.errors import GatewayError, error_from, error_response
 from gateway.functions.invocations import Invocations
 from gateway.functions.outbound import GatewayTransport
+from gateway.functions.registry import Registry, open_registry
 from gateway.functions.target import FunctionSet
 from gateway.observability import GatewayMetrics, log_access
 from gateway.pipeline import Pipeline, RoutePlan, compile_plan
@@ -98,6 +99,7 @@ class Gateway:
         self.geo = GeoLocator(config.node.geoip_db)
         self.health = HealthChecker(self.pools.values(), self.http)
         self.runtime = runtime
+        self.registry: Registry | None = None
         self.functions: FunctionSet | None = None
         self.invocations: Invocations | None = None
         self.tracer = Tracer(self.env)
@@ -110,10 +112,11 @@ class Gateway:
 
     async def startup(self) -> None:
         """Load functions and compile every route's plan; nothing here runs per request."""
+        self.registry = await asyncio.to_thread(open_registry, self.config.node, self.config.functions)
+        if self.runtime is None:  # also without config functions: deployed ones need it
+            transport = GatewayTransport(self.http, self.pools)
+            self.runtime = Runtime(self.config.node.data_dir, transport=transport)
         if self.config.functions:
-            if self.runtime is None:
-                transport = GatewayTransport(self.http, self.pools)
-                self.runtime = Runtime(self.config.node.data_dir, transport=transport)
             self.invocations = Invocations.for_gateway(self)
             self.functions = FunctionSet(self.config, self.runtime, self.invocations.telemetry)
             await self.functions.load_all()
@@ -161,6 +164,8 @@ class Gateway:
         await self.http.aclose()
         if self.runtime is not None:
             await self.runtime.aclose()
+        if self.registry is not None:
+            self.registry.close()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
