@@ -327,13 +327,7 @@ class _Loader:
         url = None
         ut = t.table("url")
         if ut is not None:
-            auth = self._auth(ut, "auth")
-            url = FunctionUrl(
-                auth=auth if auth is not None else Auth(),
-                invoke_mode=self._choice(ut, "invoke_mode", _INVOKE_MODES, "BUFFERED"),
-                cors=self._cors(ut, "cors"),
-            )
-            ut.finish()
+            url = self._function_url(ut)
         schedules = self._schedules(t)
         function = Function(
             name=name,
@@ -349,6 +343,16 @@ class _Loader:
             schedule=schedules,
         )
         return function
+
+    def _function_url(self, ut: Table) -> FunctionUrl:
+        auth = self._auth(ut, "auth")
+        url = FunctionUrl(
+            auth=auth if auth is not None else Auth(),
+            invoke_mode=self._choice(ut, "invoke_mode", _INVOKE_MODES, "BUFFERED"),
+            cors=self._cors(ut, "cors"),
+        )
+        ut.finish()
+        return url
 
     def _delays(self, t: Table, raw: object) -> tuple[float, ...]:
         if isinstance(raw, Missing):
@@ -739,6 +743,16 @@ class _Loader:
         )
         t.finish()
         return node
+
+
+def function_url_from_dict(data: dict[str, Any], source: Path) -> FunctionUrl:
+    """A Function URL's `auth`, `invoke_mode` and `cors` given at run time (the admin API), checked
+    by the same rules as a `url = {...}` table; `source` names where it came from in errors."""
+    loader = _Loader(Path(source))
+    url = loader._function_url(Table(loader.problems, "", data))
+    if loader.problems.items:
+        raise ConfigError(loader.problems.items)
+    return url
 
 
 def unknown_functions(config: Config, deployed: Iterable[str]) -> list[ConfigProblem]:
