@@ -516,11 +516,15 @@ class Registry:
 
     # -- functions ------------------------------------------------------------------------------
 
-    def deploy(self, name: str, wasm_path: Path, config: FunctionConfig | None = None) -> FunctionInfo:
-        """Set $LATEST's code (and configuration, if given). The caller has validated the component."""
+    def check_deployable(self, name: str) -> None:
+        """Raise now what `deploy` would, before a caller spends time on an upload or a compile."""
         _check_name(name)
         if name in self.config_functions:
             raise Conflict(f"function {name!r} is defined in edgefn.toml; change it there")
+
+    def deploy(self, name: str, wasm_path: Path, config: FunctionConfig | None = None) -> FunctionInfo:
+        """Set $LATEST's code (and configuration, if given). The caller has validated the component."""
+        self.check_deployable(name)
         if config is not None:
             config.check()
         sha, size = file_sha256(Path(wasm_path))
@@ -553,6 +557,17 @@ class Registry:
 
         def decide() -> tuple[Changes, FunctionInfo]:
             rev, doc = self._function_doc(name)
+            doc = {**doc, "config": config.to_doc(), "last_modified": self.clock()}
+            return {f"function/{name}": (rev, doc), **self._touch_secrets(config)}, FunctionInfo.from_doc(doc)
+
+        return self._commit(decide)
+
+    def update_config(self, name: str, changes: Mapping[str, Any]) -> FunctionInfo:
+        """Change only the keys given (JSON names, as `FunctionConfig.to_doc`); the rest stay."""
+
+        def decide() -> tuple[Changes, FunctionInfo]:
+            rev, doc = self._function_doc(name)
+            config = FunctionConfig.from_doc(changes, base=FunctionConfig.from_doc(doc["config"]))
             doc = {**doc, "config": config.to_doc(), "last_modified": self.clock()}
             return {f"function/{name}": (rev, doc), **self._touch_secrets(config)}, FunctionInfo.from_doc(doc)
 
@@ -803,9 +818,9 @@ class Registry:
             old = UrlInfo.from_doc(url_doc)
             info = replace(
                 old,
-                auth=info.auth if auth is None else auth,
-                invoke_mode=info.invoke_mode if invoke_mode is None else invoke_mode,
-                cors=info.cors if cors is _UNSET else cors,
+                auth=old.auth if auth is None else auth,
+                invoke_mode=old.invoke_mode if invoke_mode is None else invoke_mode,
+                cors=old.cors if cors is _UNSET else cors,
             )
             _check_url_settings(info.auth, info.invoke_mode)
             return ({f"url/{url_id}": (rev, info.to_doc())} if info != old else {}), info
