@@ -17,6 +17,11 @@ run does not count as a failed attempt.
 
 Several worker processes (`serve --workers N`) share one database; claiming an event is one
 `UPDATE ... WHERE state = 'queued'` in a write transaction, so each event runs in one process.
+
+Where events are kept is a seam (`Store`): `EventStore` here (SQLite, one machine), or
+`edge.sync_queue.RedisEventStore` for a fleet (`control_plane = "redis://..."`), where an event
+accepted by one node is run by any node. The worker and its rules (retries, throttles, maximum
+age, DLQ) are the same for both.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from gateway.context import EdgeRequest, EdgeResponse, single_chunk
 from gateway.errors import BadRequest, GatewayError, Throttled
@@ -80,6 +85,12 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_due ON events(state, due);
 CREATE INDEX IF NOT EXISTS events_function ON events(function, state);
+CREATE TABLE IF NOT EXISTS schedules (
+    function TEXT NOT NULL,
+    expression TEXT NOT NULL,
+    last_fire REAL NOT NULL,
+    PRIMARY KEY (function, expression)
+);
 """
 
 
@@ -140,6 +151,51 @@ class Event:
             peer=r.get("peer", ""),
             request_id=self.id,
         )
+
+
+Decide = Callable[[float | None], tuple[float | None, Event | None]]
+
+
+class Store(Protocol):
+    """Where events live: every state change the worker makes is one call here, run on the
+    queue's database thread. `owner` names this process in `running` events."""
+
+    owner: str
+
+    def add(self, event: Event) -> None: ...
+    def claim(self, now: float, limit: int) -> list[Event]: ...
+    def recover(self, now: float) -> int: ...
+    def keep_alive(self, now: float) -> None: ...
+    def requeue_own(self, now: float) -> int: ...
+    def finish(
+        self, event_id: str, state: str, *, status: int | None, error: str | None, now: float
+    ) -> None: ...
+    def retry(
+        self,
+        event_id: str,
+        due: float,
+        *,
+        status: int | None,
+        error: str | None,
+        now: float,
+        spend_attempt: bool = True,
+    ) -> None: ...
+    def redrive(self, function: str, now: float) -> int: ...
+    def get(self, event_id: str) -> Event | None: ...
+    def list(self, function: str, states: tuple[str, ...], limit: int = 1000) -> list[Event]: ...
+    def next_due(self) -> float | None: ...
+    def depth(self) -> dict[str, tuple[int, float, int]]: ...
+    def stats(self) -> dict[str, tuple[int, float, int]]: ...
+    def prune(self, before: float) -> int: ...
+    def fire_schedule(
+        self, function: str, expression: str, decide: Decide
+    ) -> tuple[float | None, Event | None]:
+        """Compare-and-set of a schedule's last fire time, with the event it fires, atomically.
+        `decide(last fire time, None if never)` answers (new last fire time or None, event or
+        None); this answers the last fire time after the call and the event fired."""
+        ...
+
+    def close(self) -> None: ...
 
 
 def function_name(reference: str) -> str:
@@ -331,6 +387,49 @@ class EventStore:
                 "DELETE FROM events WHERE state = 'succeeded' AND updated < ?", (before,)
             ).rowcount
 
+    def keep_alive(self, now: float) -> None:
+        """Nothing to renew: a dead owner on this machine is seen by its pid, others by the lease."""
+
+    def requeue_own(self, now: float) -> int:
+        """At shutdown: the events this process was running are due again now."""
+        with self.write() as db:
+            return db.execute(
+                "UPDATE events SET state = 'queued', due = ?, owner = NULL, lease_until = NULL,"
+                " attempts = MAX(attempts - 1, 0), updated = ? WHERE state = 'running' AND owner = ?",
+                (now, now, self.owner),
+            ).rowcount
+
+    def stats(self) -> dict[str, tuple[int, float, int]]:
+        """`depth()` on a connection of its own: callable from any thread (the /metrics scrape)."""
+        reader = sqlite3.connect(self.path, timeout=5.0)
+        try:
+            return queue_depth(reader)
+        finally:
+            reader.close()
+
+    def fire_schedule(
+        self, function: str, expression: str, decide: Decide
+    ) -> tuple[float | None, Event | None]:
+        key = (function, expression)
+        with self.write() as db:
+            row = db.execute(
+                "SELECT last_fire FROM schedules WHERE function = ? AND expression = ?", key
+            ).fetchone()
+            last = float(row[0]) if row is not None else None
+            new_last, event = decide(last)
+            if new_last is None:
+                return last, None
+            if row is None:
+                db.execute("INSERT INTO schedules VALUES (?, ?, ?)", (*key, new_last))
+            else:
+                db.execute(
+                    "UPDATE schedules SET last_fire = ? WHERE function = ? AND expression = ?",
+                    (new_last, *key),
+                )
+            if event is not None:
+                self.insert(db, event)
+        return new_last, event
+
 
 def queue_depth(db: sqlite3.Connection) -> dict[str, tuple[int, float, int]]:
     """Per function: (events waiting or running, oldest such event's created time, DLQ size)."""
@@ -380,9 +479,11 @@ class InvocationQueue:
         validate: Validate | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         clock: Callable[[], float] = time.time,
+        store: Store | None = None,
     ) -> None:
+        """`store`: where events live; default the SQLite `EventStore` in `data_dir`."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgefn-queue-db")
-        self.store = EventStore(Path(data_dir) / "invocations.db")
+        self.store: Store = store if store is not None else EventStore(Path(data_dir) / "invocations.db")
         self.invoke = invoke
         self.settings = settings
         self.validate = validate
@@ -488,18 +589,9 @@ class InvocationQueue:
         if self.running:
             await asyncio.gather(*self.running, return_exceptions=True)
         # Events cancelled here are ours and we are stopping: make them due again at once.
-        await self.db(self._requeue_own)
+        await self.db(self.store.requeue_own, self.clock())
         await self.db(self.store.close)
         self._executor.shutdown(wait=True)
-
-    def _requeue_own(self) -> None:
-        now = self.clock()
-        with self.store.write() as db:
-            db.execute(
-                "UPDATE events SET state = 'queued', due = ?, owner = NULL, lease_until = NULL,"
-                " attempts = MAX(attempts - 1, 0), updated = ? WHERE state = 'running' AND owner = ?",
-                (now, now, self.store.owner),
-            )
 
     async def _work(self) -> None:
         recovered = await self.db(self.store.recover, self.clock())
@@ -523,6 +615,8 @@ class InvocationQueue:
                 task = asyncio.create_task(self._run(event), name=f"edgefn-event-{event.id}")
                 self.running.add(task)
                 task.add_done_callback(self._done)
+        if self.running:
+            await self.db(self.store.keep_alive, now)
         if now - self._last_prune > 60:
             self._last_prune = now
             await self.db(self.store.recover, now)
@@ -641,11 +735,7 @@ class InvocationQueue:
 
     def stats(self) -> dict[str, tuple[int, float, int]]:
         """Queue depth, oldest age and DLQ size per function, read directly (for /metrics)."""
-        reader = sqlite3.connect(self.store.path, timeout=5.0)
-        try:
-            return queue_depth(reader)
-        finally:
-            reader.close()
+        return self.store.stats()
 
 
 async def _drain(response: EdgeResponse) -> str | None:
@@ -679,5 +769,6 @@ __all__ = [
     "Event",
     "EventStore",
     "InvocationQueue",
+    "Store",
     "function_name",
 ]

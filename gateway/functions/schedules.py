@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from croniter import croniter
 
 from gateway.context import EdgeRequest, empty_body
-from gateway.functions.queue import Event, EventStore, InvocationQueue, stored_request
+from gateway.functions.queue import Event, InvocationQueue, stored_request
 
 log = logging.getLogger("edgefn.schedules")
 
@@ -41,15 +41,6 @@ _RATE = re.compile(r"rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)"
 _UNIT_S = {"minute": 60, "hour": 3600, "day": 86400}
 _DOW_ITEM = re.compile(r"^(\d)(?:-(\d))?(?:/(\d+))?$")
 FIRST_YEAR, LAST_YEAR = 1970, 2199
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS schedules (
-    function TEXT NOT NULL,
-    expression TEXT NOT NULL,
-    last_fire REAL NOT NULL,
-    PRIMARY KEY (function, expression)
-);
-"""
 
 
 class ScheduleError(ValueError):
@@ -218,7 +209,6 @@ class Scheduler:
         return out
 
     async def start(self) -> None:
-        await self.queue.db(self.queue.store.db.executescript, SCHEMA)
         self._task = asyncio.create_task(self._run(), name="edgefn-scheduler")
 
     def poke(self) -> None:
@@ -271,27 +261,21 @@ class Scheduler:
     def _fire_due(self, schedule: Schedule, now: float) -> tuple[float | None, tuple[Event, float] | None]:
         """One schedule, on the database thread: fire once if a tick has passed (the missed ticks
         collapse into that one); answer the next tick and what was fired."""
-        store: EventStore = self.queue.store
-        key = (schedule.function, schedule.expression)
-        with store.write() as db:
-            row = db.execute(
-                "SELECT last_fire FROM schedules WHERE function = ? AND expression = ?", key
-            ).fetchone()
-            if row is None:
+
+        def decide(last: float | None) -> tuple[float | None, Event | None]:
+            if last is None:
                 # A new schedule starts now: its first tick is the next one, not one in the past.
-                db.execute("INSERT INTO schedules VALUES (?, ?, ?)", (*key, now))
-                return schedule.next_after(now), None
-            last = float(row[0])
+                return now, None
             due = schedule.next_after(last)
             if due is None or due > now:
-                return due, None
+                return None, None
             tick = schedule.latest_tick(last, now)
-            db.execute(
-                "UPDATE schedules SET last_fire = ? WHERE function = ? AND expression = ?", (tick, *key)
-            )
-            event = self._event(schedule, tick, now)
-            store.insert(db, event)
-        return schedule.next_after(tick), (event, tick)
+            return tick, self._event(schedule, tick, now)
+
+        last, event = self.queue.store.fire_schedule(schedule.function, schedule.expression, decide)
+        if last is None:
+            return None, None
+        return schedule.next_after(last), ((event, last) if event is not None else None)
 
     def _event(self, schedule: Schedule, tick: float, now: float) -> Event:
         body = json.dumps(scheduled_event(schedule, tick, self.node, self.region)).encode()
