@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.admin.cache_api import cache_routes
+from gateway.admin.functions_api import function_routes
 from gateway.admin.invocations_api import invocation_routes
 from gateway.app import Gateway
 
@@ -68,5 +69,6 @@ def admin_app(gateway: Gateway) -> Starlette:
             Route("/origins", require_token(origins)),
             *cache_routes(gateway, require_token),
             *invocation_routes(gateway, require_token),
+            *function_routes(gateway, require_token),
         ]
     )
