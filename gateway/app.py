@@ -26,10 +26,11 @@ from gateway.cache_phase import CachePhase
 from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target
 from gateway.edge_functions import EdgeFunction, Trigger
 from gateway.errors import GatewayError, error_from, error_response
+from gateway.function_urls import FunctionUrls
 from gateway.functions.invocations import Invocations
 from gateway.functions.outbound import GatewayTransport
 from gateway.functions.registry import Registry, open_registry
-from gateway.functions.target import FunctionSet
+from gateway.functions.service import Functions
 from gateway.observability import GatewayMetrics, log_access
 from gateway.pipeline import Pipeline, RoutePlan, compile_plan
 from gateway.proxy import OriginTarget, shared_client
@@ -100,7 +101,8 @@ class Gateway:
         self.health = HealthChecker(self.pools.values(), self.http)
         self.runtime = runtime
         self.registry: Registry | None = None
-        self.functions: FunctionSet | None = None
+        self.functions: Functions | None = None
+        self.function_urls: FunctionUrls | None = None
         self.invocations: Invocations | None = None
         self.tracer = Tracer(self.env)
         self.pipeline: Pipeline | None = None
@@ -116,11 +118,13 @@ class Gateway:
         if self.runtime is None:  # also without config functions: deployed ones need it
             transport = GatewayTransport(self.http, self.pools)
             self.runtime = Runtime(self.config.node.data_dir, transport=transport)
-        if self.config.functions:
-            self.invocations = Invocations.for_gateway(self)
-            self.functions = FunctionSet(self.config, self.runtime, self.invocations.telemetry)
-            await self.functions.load_all()
-            await self.invocations.start()
+        # Always: functions deployed at run time need the queue, the service and their URLs.
+        self.invocations = Invocations.for_gateway(self)
+        self.functions = Functions(self.config, self.runtime, self.registry, self.invocations.telemetry)
+        await self.functions.load_all()
+        self.functions.on_change(self.invocations.scheduler.poke)
+        self.function_urls = FunctionUrls(self.config.node.url_domain, self.functions, self.env, self.http)
+        await self.invocations.start()
         origin_targets: dict[str, Target] = {
             name: OriginTarget(pool, self.http, via=self.via) for name, pool in self.pools.items()
         }
@@ -248,7 +252,8 @@ class Gateway:
         plan: RoutePlan | None = None
         try:
             try:
-                plan = self.pipeline.match(ctx, request)
+                plan = await self.function_urls.match(ctx, request) if self.function_urls else None
+                plan = plan or self.pipeline.match(ctx, request)
                 response = await self.pipeline.policies(plan, ctx, request)
                 if response is None and self.invocations is not None:
                     response = await self.invocations.intercept(plan.route.function, request)

@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, empty_body
-from gateway.functions.target import FunctionTarget, guest_request
+from gateway.functions.target import guest_request
 from wasm_runtime import (
-    OutboundPolicy,
     OutboundRequest,
     OutboundResponse,
     OutboundTimeouts,
     OutboundTransport,
 )
+
+if TYPE_CHECKING:
+    from gateway.functions.service import FunctionReference
 
 log = logging.getLogger("edgefn.edge_functions")
 
@@ -141,19 +143,17 @@ class PipelineTransport:
 
 
 class EdgeFunction:
-    def __init__(self, target: FunctionTarget, trigger: Trigger, fallback: OutboundTransport) -> None:
+    def __init__(self, target: FunctionReference, trigger: Trigger, fallback: OutboundTransport) -> None:
         self.target = target
         self.trigger = trigger
         self.fallback = fallback
-        self.name = target.function.name
+        self.name = target.name
 
     async def run(self, request: EdgeRequest, downstream: Downstream) -> EdgeResponse:
         transport = PipelineTransport(self.name, self.trigger, request, downstream, self.fallback)
-        policy = self.target.policy
-        policy = OutboundPolicy(allowed=(*policy.allowed, request.host), origins=policy.origins)
         response = await self.target.invoke(
             guest_request(request, self.target.via),
-            policy=policy,
+            also_allow=(request.host,),
             transport=transport,
             request_id=request.request_id,
         )

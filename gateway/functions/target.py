@@ -1,9 +1,10 @@
-"""Functions as targets: load components at start-up, invoke them per request, within limits.
+"""One loaded function version as a target: invoke it per request, within its limits.
 
 A `FunctionTarget` is the function side of the `Target` seam: it turns an `EdgeRequest` into a
 `wasm_runtime.GuestRequest`, enforces reserved concurrency (the slot is held until the last body
 byte has been sent, since a streaming function is still running until then) and labels the
-response with the version that served it.
+response with the version that served it. Which target serves a reference (`NAME:ALIAS`...) is
+the function service's business (`gateway.functions.service`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from gateway.context import EdgeRequest, EdgeResponse
 from gateway.errors import Throttled
 from gateway.functions.telemetry import InvocationRecord, InvocationTelemetry
 from gateway.proxy import forwarded_headers
-from routes import Config
 from routes.config import Function
 from wasm_runtime import GuestRequest, GuestResponse, Limits, OutboundPolicy, OutboundTransport, Runtime
 
@@ -28,7 +27,7 @@ LATEST = "$LATEST"
 
 
 class ConcurrencyLimit:
-    """Reserved concurrency of one function on this node (0 = no limit)."""
+    """Reserved concurrency of one function on this node (0 = no limit), shared by its versions."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -54,7 +53,11 @@ class FunctionTarget:
         version: str = LATEST,
         via: str = "edgefn",
         telemetry: InvocationTelemetry | None = None,
+        concurrency: ConcurrencyLimit | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
+        """`function.env` is what the guest sees (secret values included); `secrets` are those
+        values again, so the logs can mask them."""
         self.runtime = runtime
         self.telemetry = telemetry
         self.function = function
@@ -65,7 +68,8 @@ class FunctionTarget:
             memory_mb=function.memory_mb, timeout_s=function.timeout_s, instance_reuse=function.instance_reuse
         )
         self.env = dict(function.env)
-        self.concurrency = ConcurrencyLimit(function.reserved_concurrency)
+        self.secrets = secrets
+        self.concurrency = concurrency or ConcurrencyLimit(function.reserved_concurrency)
         self.via = f"1.1 {via}".encode()
 
     async def handle(self, request: EdgeRequest) -> EdgeResponse:
@@ -84,10 +88,12 @@ class FunctionTarget:
         guest: GuestRequest,
         *,
         request_id: str,
-        policy: OutboundPolicy | None = None,
+        also_allow: tuple[str, ...] = (),
         transport: OutboundTransport | None = None,
     ) -> GuestResponse:
-        """Run the function within its limits; the concurrency slot is held until the body ends."""
+        """Run the function within its limits; the concurrency slot is held until the body ends.
+        `also_allow`: authorities this call may reach beyond the function's `outbound` (an edge
+        function's own URL)."""
         name = self.function.name
         try:
             self.concurrency.acquire(name)
@@ -98,16 +104,24 @@ class FunctionTarget:
         record: InvocationRecord | None = None
         if self.telemetry is not None:
             record = self.telemetry.begin(
-                name, self.version, request_id, memory_mb=self.function.memory_mb, headers=guest.headers
+                name,
+                self.version,
+                request_id,
+                memory_mb=self.function.memory_mb,
+                headers=guest.headers,
+                secrets=self.secrets,
             )
             transport = record.transport(transport or self.runtime.transport)
+        policy = self.policy
+        if also_allow:
+            policy = OutboundPolicy(allowed=(*policy.allowed, *also_allow), origins=policy.origins)
         try:
             response = await self.runtime.invoke(
                 self.component,  # type: ignore[arg-type]
                 guest,
                 limits=self.limits,
                 env=self.env,
-                outbound=policy or self.policy,
+                outbound=policy,
                 request_id=request_id,
                 log=record.guest_log if record else _guest_logger(name, self.version, request_id),
                 transport=transport,
@@ -170,38 +184,3 @@ def _guest_logger(name: str, version: str, request_id: str):  # type: ignore[no-
         )
 
     return emit
-
-
-class FunctionSet:
-    """The functions of the config file, loaded once and shared by every route that names them."""
-
-    def __init__(
-        self, config: Config, runtime: Runtime, telemetry: InvocationTelemetry | None = None
-    ) -> None:
-        self.config = config
-        self.runtime = runtime
-        self.telemetry = telemetry
-        self.targets: dict[str, FunctionTarget] = {}
-
-    async def load_all(self) -> None:
-        origins = frozenset(self.config.origins)
-        for name, function in self.config.functions.items():
-            component = await self.runtime.load(Path(function.component))
-            policy = OutboundPolicy(allowed=function.outbound, origins=origins)
-            self.targets[name] = FunctionTarget(
-                self.runtime,
-                function,
-                component,
-                policy,
-                via=f"edgefn-{self.config.node.name}",
-                telemetry=self.telemetry,
-            )
-            log.info("function %s ready", name)
-
-    def target(self, reference: str) -> FunctionTarget:
-        name, _, qualifier = reference.partition(":")
-        if qualifier not in ("", LATEST):
-            raise ValueError(
-                f"function {reference!r}: versions and aliases exist only for deployed functions"
-            )
-        return self.targets[name]
