@@ -134,7 +134,11 @@ def function_routes(gateway: Gateway, guard: Guard) -> list[Route]:
         return gateway.registry
 
     async def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(method, *args, **kwargs)
+        try:
+            return await asyncio.to_thread(method, *args, **kwargs)
+        finally:
+            if gateway.functions is not None:
+                gateway.functions.changed()  # this process serves the change from its next request
 
     def url_doc(info: UrlInfo) -> dict[str, Any]:
         return {**info.to_doc(), "url": registry().public_url(info.url_id)}
