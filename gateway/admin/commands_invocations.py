@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,52 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-DEFAULT_ADMIN = "http://127.0.0.1:8081"
-
-
-class CommandFailed(Exception):
-    pass
-
-
-def admin_url(args: argparse.Namespace) -> str:
-    explicit = getattr(args, "admin", None) or os.environ.get("EDGEFN_ADMIN_URL")
-    if explicit:
-        return str(explicit).rstrip("/")
-    config = getattr(args, "config", None)
-    if config:
-        from routes import ConfigError, load_config
-
-        try:
-            listen = load_config(config).node.admin_listen
-        except ConfigError as exc:
-            raise CommandFailed(f"{config}: {exc}") from exc
-        return f"http://{listen}"
-    return DEFAULT_ADMIN
-
-
-def _headers() -> dict[str, str]:
-    token = os.environ.get("EDGEFN_ADMIN_TOKEN", "")
-    return {"authorization": f"Bearer {token}"} if token else {}
-
-
-def _refused(method: str, url: str, response: httpx.Response) -> CommandFailed:
-    try:
-        data = response.json()
-        message = data["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:200]
-    return CommandFailed(f"{method} {url}: {response.status_code} {message}")
-
-
-def call(args: argparse.Namespace, method: str, path: str) -> Any:
-    url = admin_url(args) + path
-    try:
-        response = httpx.request(method, url, headers=_headers(), timeout=30.0, trust_env=False)
-    except httpx.HTTPError as exc:
-        raise CommandFailed(f"cannot reach the admin API at {url}: {exc}") from exc
-    if response.status_code != 200:
-        raise _refused(method, url, response)
-    return response.json()
+from gateway.admin.client import CommandFailed, admin_url, auth_headers, call, common_options, refused, run
 
 
 def _when(ts: float) -> str:
@@ -106,10 +59,10 @@ def _follow(args: argparse.Namespace, path: str) -> Iterator[dict[str, Any]]:
     url = admin_url(args) + path
     timeout = httpx.Timeout(10.0, read=None)
     try:
-        with httpx.stream("GET", url, headers=_headers(), timeout=timeout, trust_env=False) as response:
+        with httpx.stream("GET", url, headers=auth_headers(), timeout=timeout, trust_env=False) as response:
             if response.status_code != 200:
                 response.read()
-                raise _refused("GET", url, response)
+                raise refused("GET", url, response)
             for text in response.iter_lines():
                 if text.startswith("data: "):
                     data = json.loads(text[6:])
@@ -141,32 +94,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(handler: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(handler(args))
-        except CommandFailed as exc:
-            print(f"edgefn {args.command}: {exc}", file=sys.stderr)
-            return 1
-
-    return run
-
-
 def register(sub: Any) -> None:
     """Add `dlq list|redrive` and `logs` to the CLI's subparsers (unless already there)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--admin", default=argparse.SUPPRESS, help="admin API URL")
-    common.add_argument("--config", default=argparse.SUPPRESS, help="take admin_listen from this config")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    common = common_options()
     if "dlq" not in sub.choices:
         dlq = sub.add_parser("dlq", help="the dead-letter queue of Event invocations", parents=[common])
         verbs = dlq.add_subparsers(dest="dlq_command", required=True)
         listing = verbs.add_parser("list", help="events that failed every attempt", parents=[common])
         listing.add_argument("name")
-        listing.set_defaults(func=_run(cmd_dlq_list), json=False)
+        listing.set_defaults(func=run(cmd_dlq_list), json=False)
         redrive = verbs.add_parser("redrive", help="queue every DLQ event of NAME again", parents=[common])
         redrive.add_argument("name")
-        redrive.set_defaults(func=_run(cmd_dlq_redrive), json=False)
+        redrive.set_defaults(func=run(cmd_dlq_redrive), json=False)
     if "logs" not in sub.choices:
         logs = sub.add_parser(
             "logs", help="a function's log: START, its output, END, REPORT", parents=[common]
@@ -175,4 +114,4 @@ def register(sub: Any) -> None:
         logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
         logs.add_argument("--limit", type=int, default=100, help="lines of the past to print (default 100)")
         logs.add_argument("--request-id", help="only the lines of this request or invocation")
-        logs.set_defaults(func=_run(cmd_logs), json=False)
+        logs.set_defaults(func=run(cmd_logs), json=False)
