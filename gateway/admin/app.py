@@ -21,6 +21,7 @@ from starlette.routing import Route
 from gateway.admin.cache_api import cache_routes
 from gateway.admin.functions_api import function_routes
 from gateway.admin.invocations_api import invocation_routes
+from gateway.admin.invoke_api import invoke_routes
 from gateway.app import Gateway
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -70,5 +71,6 @@ def admin_app(gateway: Gateway) -> Starlette:
             *cache_routes(gateway, require_token),
             *invocation_routes(gateway, require_token),
             *function_routes(gateway, require_token),
+            *invoke_routes(gateway, require_token),
         ]
     )
