@@ -657,7 +657,7 @@ class Registry:
             rev, doc = self._function_doc(name)
             info = FunctionInfo.from_doc(doc)
             info.version(version)
-            users = sorted(a.name for a in info.aliases if version in a.versions())
+            users = sorted(a.name for a in info.aliases if version == a.version)
             if users:
                 raise Conflict(
                     f"version {version} of {name!r} is used by alias {', '.join(users)}; move the alias first"
@@ -916,13 +916,15 @@ def _port(listen: str) -> int | None:
 
 def open_registry(node: Node, config_functions: Mapping[str, Function]) -> Registry:
     """The node's registry, with URLs made for edgefn.toml functions that ask for one."""
+    from edge.sync import ControlPlane
+    from edge.sync_registry import RedisRegistryStore
     from gateway.functions.registry_sqlite import SqliteStore
 
     store: RegistryStore
     if node.control_plane == "sqlite":
         store = SqliteStore(Path(node.data_dir))
-    else:
-        raise Invalid(f"control_plane {node.control_plane!r}: the Redis registry store is not available yet")
+    else:  # a fleet: documents and blobs in Redis (edge/sync_registry.py)
+        store = RedisRegistryStore(ControlPlane.parse(node.control_plane), Path(node.data_dir))
     registry = Registry(store, config_functions, url_domain=node.url_domain, url_port=_port(node.listen))
     try:
         registry.ensure_config_urls()

@@ -1,0 +1,142 @@
+"""A real `redis-server` and a fleet of real `edgefn serve` processes sharing it.
+
+`redis_url` starts redis-server (Debian package; `make test` installs it when root) on a free
+loopback port in a temporary directory, without persistence, and stops it after the test. Without
+redis-server the fleet tests are skipped with the reason.
+
+`fleet(toml, n)` starts n gateway processes: each its own ports and data directory, all with the
+same `control_plane`, so what they share they share only through Redis. Each is a
+`tests.invocations.conftest.Node`: `.kill()` is SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.gateway.conftest import shared_data_dir
+from tests.invocations.conftest import TOKEN, ControlledOrigin, Node, controlled_origin
+from tests.servers import free_port
+
+__all__ = ["TOKEN", "ControlledOrigin", "Node", "controlled_origin"]
+
+# Short leases, so the tests see a dead node's events and slots come back in seconds.
+LEASE_S = 2.0
+
+
+def redis_server_binary() -> str | None:
+    return shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    binary = redis_server_binary()
+    if binary is None:
+        reason = "redis-server is not installed (`make test` installs it when run as root)"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    port = free_port()
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    log = (workdir / "redis.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--daemonize",
+            "no",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    client = redis.Redis(port=port, socket_connect_timeout=1)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert proc.poll() is None, (workdir / "redis.log").read_text()
+            assert time.monotonic() < deadline, "redis-server did not answer in 30 s"
+            time.sleep(0.02)
+    client.close()
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+Fleet = Callable[..., list[Node]]
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, redis_url: str, example_components: dict[str, Path]) -> Iterator[Fleet]:
+    """`fleet(toml, n=2, env=None)`: n running nodes; `{hello}`, `{fetch}`... name the example
+    components. The nodes are stopped (SIGTERM) at the end, those already killed excepted."""
+    nodes: list[Node] = []
+    control_plane = f"{redis_url}?lease_s={LEASE_S:g}"
+
+    def start(toml: str, n: int = 2, env: dict[str, str] | None = None) -> list[Node]:
+        text = toml
+        for name, path in example_components.items():
+            text = text.replace("{" + name + "}", str(path))
+        made = []
+        for _ in range(n):
+            i = len(nodes)
+            port, admin = free_port(), free_port()
+            data_dir = shared_data_dir(tmp_path / f"node-{i}")
+            header = (
+                f'[node]\nname = "node-{i}"\nlisten = "127.0.0.1:{port}"\n'
+                f'admin_listen = "127.0.0.1:{admin}"\ndata_dir = "{data_dir}"\n'
+                f'control_plane = "{control_plane}"\n'
+            )
+            config = tmp_path / f"edgefn-{i}.toml"
+            config.write_text(header + text)
+            node = Node(
+                config=config,
+                port=port,
+                admin_port=admin,
+                log_path=tmp_path / f"node-{i}.log",
+                env={**os.environ, "EDGEFN_ADMIN_TOKEN": TOKEN, **(env or {})},
+            )
+            nodes.append(node)
+            made.append(node)
+        # Start them side by side: each start waits for its /healthz.
+        for node in made:
+            node.start(timeout=180)
+        return made
+
+    yield start
+    for node in nodes:
+        node.stop()
