@@ -657,7 +657,7 @@ class Registry:
             rev, doc = self._function_doc(name)
             info = FunctionInfo.from_doc(doc)
             info.version(version)
-            users = sorted(a.name for a in info.aliases if version == a.version)
+            users = sorted(a.name for a in info.aliases if version in a.versions())
             if users:
                 raise Conflict(
                     f"version {version} of {name!r} is used by alias {', '.join(users)}; move the alias first"
