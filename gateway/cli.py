@@ -11,24 +11,48 @@ import os
 import sys
 from urllib.parse import urlsplit
 
-from gateway.admin import commands_cache, commands_invocations
-from routes import Config, ConfigError, RouteTable, load_config
+from gateway.admin import commands_cache, commands_functions, commands_invocations
+from routes import Config, ConfigError, RouteTable, load_config, unknown_functions
 
 EXIT_BAD_CONFIG = 2
 
 
 def _load(path: str) -> Config | None:
     try:
-        return load_config(path)
+        return load_config(path, deployed=True)
     except ConfigError as exc:
         for problem in exc.problems:
             print(str(problem), file=sys.stderr)
         return None
 
 
+def deployed_problems(config: Config) -> list[str]:
+    """Routes naming a function in neither the config nor the registry (the registry is opened
+    only when some route names a function outside the config)."""
+    if not config.deployed_refs:
+        return []
+    from gateway.functions.registry import RegistryError, open_registry
+
+    try:
+        registry = open_registry(config.node, config.functions)
+    except (RegistryError, OSError) as exc:
+        key = config.deployed_refs[0][0]
+        return [f"{config.path}: {key}: cannot open the function registry to look the function up: {exc}"]
+    try:
+        names = [f.name for f in registry.functions()]
+    finally:
+        registry.close()
+    return [str(p) for p in unknown_functions(config, names)]
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
+        return EXIT_BAD_CONFIG
+    problems = deployed_problems(config)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
         return EXIT_BAD_CONFIG
     print(
         f"{args.config}: ok ({len(config.routes)} routes, {len(config.origins)} origins, "
@@ -109,7 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_BAD_CONFIG
-    problems = environment_problems(config, dict(os.environ))
+    problems = environment_problems(config, dict(os.environ)) + deployed_problems(config)
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
@@ -150,6 +174,7 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_build)
     commands_cache.register(sub)
     commands_invocations.register(sub)
+    commands_functions.register(sub)
     return p
 
 

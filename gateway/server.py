@@ -111,7 +111,7 @@ def run(config: Config, public: socket.socket, admin: socket.socket | None) -> N
 
 def _worker(config_path: str, public: socket.socket, admin: socket.socket | None, level: str) -> None:
     configure_logging(level)
-    run(load_config(config_path), public, admin)
+    run(load_config(config_path, deployed=True), public, admin)
 
 
 def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:

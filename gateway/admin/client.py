@@ -59,7 +59,8 @@ def refused(method: str, url: str, response: httpx.Response) -> CommandFailed:
 def request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> httpx.Response:
     """One admin request, whatever it answers; only an unreachable API raises."""
     url = admin_url(args) + path
-    headers = {**auth_headers(), **kwargs.pop("headers", {})}
+    extra = kwargs.pop("headers", {})
+    headers = [*auth_headers().items(), *(extra.items() if isinstance(extra, dict) else extra)]
     timeout = kwargs.pop("timeout", 30.0)
     try:
         return httpx.request(method, url, headers=headers, timeout=timeout, trust_env=False, **kwargs)
