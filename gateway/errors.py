@@ -8,6 +8,7 @@
     ├── PayloadTooLarge                413 payload_too_large
     ├── Throttled                      429 throttled (carries `retry_after`)
     ├── UpstreamError                  502 (origin unreachable, function failed)
+    ├── ControlPlaneUnavailable        503 control_plane_unavailable (a fleet's Redis is unreachable)
     └── UpstreamTimeout                504 (origin or function too slow)
 
 Lower layers (httpx, wasm_runtime, auth) raise their own typed errors; `error_from` translates
@@ -21,6 +22,7 @@ import logging
 
 import httpx
 
+from edge.sync import ControlPlaneError
 from gateway.context import EdgeResponse, single_chunk
 from gateway.policies.auth import AuthFailure
 from wasm_runtime import FunctionError
@@ -78,6 +80,13 @@ class UpstreamError(GatewayError):
         self.code = code
 
 
+class ControlPlaneUnavailable(GatewayError):
+    status, code = 503, "control_plane_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers=[("retry-after", str(retry_after_s))])
+
+
 class UpstreamTimeout(GatewayError):
     status, code = 504, "gateway_timeout"
 
@@ -96,6 +105,9 @@ def error_from(exc: BaseException) -> GatewayError:
         )
         error.code = exc.code
         return error
+    if isinstance(exc, ControlPlaneError):
+        # The detail (Redis address, error) goes to the log, not to the client.
+        return ControlPlaneUnavailable("the fleet's shared state is unavailable; try again")
     if isinstance(exc, FunctionError):
         cls = UpstreamTimeout if exc.status == 504 else UpstreamError
         return cls(str(exc), code=exc.code)

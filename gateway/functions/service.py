@@ -39,7 +39,7 @@ from gateway.functions.registry import (
     RegistryError,
     Resolved,
 )
-from gateway.functions.target import ConcurrencyLimit, FunctionTarget
+from gateway.functions.target import ConcurrencyLimit, FunctionTarget, SharedSlots
 from gateway.functions.telemetry import InvocationTelemetry
 from routes import Config
 from routes.config import AsyncInvoke, Function
@@ -103,8 +103,11 @@ class Functions:
         runtime: Runtime,
         registry: Registry,
         telemetry: InvocationTelemetry | None = None,
+        shared_slots: SharedSlots | None = None,
     ) -> None:
+        """`shared_slots`: count reserved concurrency across a fleet rather than on this node."""
         self.config = config
+        self.shared_slots = shared_slots
         self.runtime = runtime
         self.registry = registry
         self.telemetry = telemetry
@@ -138,6 +141,7 @@ class Functions:
                 OutboundPolicy(allowed=function.outbound, origins=self.origins),
                 via=self.node,
                 telemetry=self.telemetry,
+                concurrency=self._limit(name, function.reserved_concurrency),
             )
             log.info("function %s ready", name)
         self._observe(await asyncio.to_thread(self.registry.revision))
@@ -255,7 +259,7 @@ class Functions:
         built = self._built.get(key) or self._previous.get(key)
         if built is None or built[0] != spec:
             built = (spec, await self._new_target(name, label, sha, config, secret_env))
-        limit = self._limits.setdefault(name, ConcurrencyLimit(0))
+        limit = self._limit(name, 0)
         limit.limit = info.config.reserved_concurrency  # the function's, whichever version runs
         if generation == self._generation:
             self._infos[name] = info
@@ -292,9 +296,15 @@ class Functions:
             version=label,
             via=self.node,
             telemetry=self.telemetry,
-            concurrency=self._limits.setdefault(name, ConcurrencyLimit(config.reserved_concurrency)),
+            concurrency=self._limit(name, config.reserved_concurrency),
             secrets=tuple(value for _, value in secret_env if value),
         )
+
+    def _limit(self, name: str, limit: int) -> ConcurrencyLimit:
+        """The function's one limit, whichever version runs (made with `limit` the first time)."""
+        if name not in self._limits:
+            self._limits[name] = ConcurrencyLimit(limit, self.shared_slots)
+        return self._limits[name]
 
     def _secret_env(self, name: str, config: FunctionConfig) -> tuple[tuple[str, str], ...]:
         env = []

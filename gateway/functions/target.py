@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from gateway.context import EdgeRequest, EdgeResponse
 from gateway.errors import Throttled
@@ -26,20 +27,41 @@ function_log = logging.getLogger("edgefn.function")
 LATEST = "$LATEST"
 
 
-class ConcurrencyLimit:
-    """Reserved concurrency of one function on this node (0 = no limit), shared by its versions."""
+class SharedSlots(Protocol):
+    """Concurrency slots counted across processes (`edge.sync.FleetSlots` in a fleet)."""
 
-    def __init__(self, limit: int) -> None:
+    async def acquire(self, function: str, limit: int) -> str | None: ...
+    async def release(self, function: str, slot: str) -> None: ...
+
+
+class ConcurrencyLimit:
+    """Reserved concurrency of one function (0 = no limit), shared by its versions: counted on
+    this node, or with `shared` across every node of a fleet."""
+
+    def __init__(self, limit: int, shared: SharedSlots | None = None) -> None:
         self.limit = limit
         self.in_use = 0
+        self.shared = shared
 
-    def acquire(self, name: str) -> None:
-        if self.limit and self.in_use >= self.limit:
-            raise Throttled(f"function {name!r} is at its reserved concurrency of {self.limit}")
+    async def acquire(self, name: str) -> str | None:
+        """Take a slot or raise `Throttled`; hand the answer back to `release`."""
+        limit = self.limit
+        if limit and self.in_use >= limit:
+            raise Throttled(f"function {name!r} is at its reserved concurrency of {limit}")
+        slot = None
+        if limit and self.shared is not None:
+            slot = await self.shared.acquire(name, limit)
+            if slot is None:
+                raise Throttled(
+                    f"function {name!r} is at its reserved concurrency of {limit} across the fleet"
+                )
         self.in_use += 1
+        return slot
 
-    def release(self) -> None:
+    async def release(self, name: str, slot: str | None) -> None:
         self.in_use -= 1
+        if slot is not None and self.shared is not None:
+            await self.shared.release(name, slot)
 
 
 class FunctionTarget:
@@ -96,7 +118,7 @@ class FunctionTarget:
         function's own URL)."""
         name = self.function.name
         try:
-            self.concurrency.acquire(name)
+            slot = await self.concurrency.acquire(name)
         except Throttled:
             if self.telemetry is not None:
                 self.telemetry.throttled(name, self.version)
@@ -127,15 +149,19 @@ class FunctionTarget:
                 transport=transport,
             )
         except BaseException as exc:
-            self.concurrency.release()
+            await self.concurrency.release(name, slot)
             if record is not None:
                 record.end(None, error=exc)
             raise
-        response.body = self._release_after(response.body, response, record)
+        response.body = self._release_after(response.body, response, record, slot)
         return response
 
     async def _release_after(
-        self, body: AsyncIterator[bytes], response: GuestResponse, record: InvocationRecord | None
+        self,
+        body: AsyncIterator[bytes],
+        response: GuestResponse,
+        record: InvocationRecord | None,
+        slot: str | None,
     ) -> AsyncIterator[bytes]:
         error: BaseException | None = None
         try:
@@ -145,7 +171,7 @@ class FunctionTarget:
             error = exc
             raise
         finally:
-            self.concurrency.release()
+            await self.concurrency.release(self.function.name, slot)
             try:
                 aclose = getattr(body, "aclose", None)
                 if aclose is not None:
