@@ -27,6 +27,7 @@ from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContex
 from gateway.edge_functions import EdgeFunction, Trigger
 from gateway.errors import GatewayError, error_from, error_response
 from gateway.function_urls import FunctionUrls
+from gateway.fleet import GatewayFleet
 from gateway.functions.invocations import Invocations
 from gateway.functions.outbound import GatewayTransport
 from gateway.functions.registry import Registry, open_registry
@@ -104,6 +105,7 @@ class Gateway:
         self.functions: Functions | None = None
         self.function_urls: FunctionUrls | None = None
         self.invocations: Invocations | None = None
+        self.fleet: GatewayFleet | None = None  # with control_plane = "redis://..."
         self.tracer = Tracer(self.env)
         self.pipeline: Pipeline | None = None
         node = config.node
@@ -114,13 +116,20 @@ class Gateway:
 
     async def startup(self) -> None:
         """Load functions and compile every route's plan; nothing here runs per request."""
+        self.fleet = await GatewayFleet.join(self)
         self.registry = await asyncio.to_thread(open_registry, self.config.node, self.config.functions)
         if self.runtime is None:  # also without config functions: deployed ones need it
             transport = GatewayTransport(self.http, self.pools)
             self.runtime = Runtime(self.config.node.data_dir, transport=transport)
         # Always: functions deployed at run time need the queue, the service and their URLs.
         self.invocations = Invocations.for_gateway(self)
-        self.functions = Functions(self.config, self.runtime, self.registry, self.invocations.telemetry)
+        self.functions = Functions(
+            self.config,
+            self.runtime,
+            self.registry,
+            self.invocations.telemetry,
+            shared_slots=self.fleet.slots if self.fleet is not None else None,
+        )
         await self.functions.load_all()
         self.functions.on_change(self.invocations.scheduler.poke)
         self.function_urls = FunctionUrls(self.config.node.url_domain, self.functions, self.env, self.http)
@@ -170,6 +179,8 @@ class Gateway:
             await self.runtime.aclose()
         if self.registry is not None:
             self.registry.close()
+        if self.fleet is not None:
+            await self.fleet.aclose()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":

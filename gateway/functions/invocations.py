@@ -46,6 +46,7 @@ class Invocations:
             settings=self.settings,
             validate=self.validate,
             concurrency=concurrency,
+            store=gateway.fleet.event_store() if gateway.fleet is not None else None,
         )
         self.scheduler = Scheduler(
             self.queue, self.schedules, node=config.node.name, region=config.node.region
