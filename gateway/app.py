@@ -26,8 +26,8 @@ from gateway.cache_phase import CachePhase
 from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target
 from gateway.edge_functions import EdgeFunction, Trigger
 from gateway.errors import GatewayError, error_from, error_response
-from gateway.function_urls import FunctionUrls
 from gateway.fleet import GatewayFleet
+from gateway.function_urls import FunctionUrls
 from gateway.functions.invocations import Invocations
 from gateway.functions.outbound import GatewayTransport
 from gateway.functions.registry import Registry, open_registry
