@@ -4,7 +4,9 @@
 key) or `{"prefix": "host/path-prefix"}` (every key starting with it; `""` empties the cache) and
 answers `{"purged": N}`, the number of stored variants removed. A purge reaches the cache of the
 process that serves the admin request: with `--workers N` each worker has its own cache (see
-docs/cache.md).
+docs/cache.md). In a fleet (`control_plane = "redis://..."`) the purge is also published to every
+other process of every node, which purge their own caches when the notice arrives (within
+milliseconds); the answer then adds `"told": M`, how many other processes heard it (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edge.cache import EdgeCache
+from edge.sync import ControlPlaneError
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -57,7 +60,15 @@ def cache_routes(gateway: Gateway, guard: Guard) -> list[Route]:
             purged = cache.purge_prefix(value) if isinstance(value, str) else None
         if purged is None:
             return _error(400, "bad_request", "key must be a non-empty string, prefix a string")
-        return JSONResponse({"purged": purged})
+        if gateway.fleet is None:
+            return JSONResponse({"purged": purged})
+        try:
+            told = await gateway.fleet.purge(**{"key" if "key" in body else "prefix": value})
+        except ControlPlaneError as exc:
+            return _error(
+                503, "control_plane_unavailable", f"purged {purged} here, but the fleet was not told: {exc}"
+            )
+        return JSONResponse({"purged": purged, "told": told})
 
     async def show(request: Request) -> Response:
         cache = node_cache()
