@@ -10,9 +10,11 @@ truncated body rather than a complete-looking wrong one.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import ipaddress
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -285,6 +287,8 @@ class Gateway:
         ctx.status = response.status
         headers = [(k, v) for k, v in response.headers if k != b"x-request-id"]
         headers.append((b"x-request-id", ctx.request_id.encode()))
+        if not any(k == b"date" for k, _ in headers):
+            headers.append((b"date", http_date()))  # an origin's own `date` is passed on as it is
         try:
             await self._send_body(ctx, response, headers, send)
         finally:
@@ -314,6 +318,19 @@ class Gateway:
             )
             return  # uvicorn closes the connection: the client sees the body cut short
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+_date: tuple[int, bytes] = (0, b"")
+
+
+def http_date() -> bytes:
+    """The `date` header value, formatted once a second (uvicorn's own is off: it would be a
+    second `date` on every proxied response)."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, email.utils.formatdate(now, usegmt=True).encode())
+    return _date[1]
 
 
 async def _receive_body(receive: Any, ctx: RequestContext) -> AsyncIterator[bytes]:

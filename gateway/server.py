@@ -71,6 +71,7 @@ async def serve_sockets(config: Config, public: socket.socket, admin: socket.soc
                 proxy_headers=False,
                 timeout_graceful_shutdown=GRACEFUL_S,
                 server_header=False,
+                date_header=False,  # the gateway adds `date` itself, only when the target sent none
             )
         )
     ]
