@@ -17,8 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from gateway.functions.service import REFRESH_S
 from tests.invocations.conftest import Node
-from tests.lifecycle.conftest import EDGEFN, TOKEN, Cli, deploy_two_versions, get, url_host
+from tests.lifecycle.conftest import EDGEFN, TOKEN, Cli, deploy_two_versions, get, serve_workers, url_host
 
 MB = 1 << 20
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -333,3 +334,18 @@ def test_reserved_concurrency_is_one_limit_across_versions(
     assert get(node, hosts["2"], "/?n=1&ms=0").status_code == 200
     metrics = httpx.get(f"{node.admin}/metrics", headers=AUTH, timeout=10).text
     assert 'edgefn_function_throttles_total{function="slow",version="2"} 1.0' in metrics
+
+
+def test_every_worker_serves_a_change_made_through_another(
+    node_factory: Callable[..., Node], example_components
+) -> None:
+    node = serve_workers(node_factory("", start=False), 2)
+    edgefn = Cli(node)
+    deploy_two_versions(edgefn, example_components["hello"])
+    edgefn("aliases", "set", "hello", "live", "1")
+    host = url_host(edgefn("urls", "create", "hello", "--qualifier", "live").stdout)
+    # a new connection per request, so both processes (sharing the listening socket) take some
+    assert {served(get(node, host)) for _ in range(20)} == {"1"}
+    edgefn("aliases", "set", "hello", "live", "2")  # handled by one of the two processes
+    time.sleep(REFRESH_S * 1.5)  # the other reads the registry's revision again after this long
+    assert {served(get(node, host)) for _ in range(40)} == {"2"}
