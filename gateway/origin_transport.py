@@ -318,6 +318,10 @@ class _Connection(asyncio.Protocol):
                 timer.cancel()
 
     @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    @property
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and not self.must_close and not self.closed
 
@@ -403,6 +407,12 @@ class Body(httpx.AsyncByteStream):
 
     def __aiter__(self) -> Body:
         return self
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received from the origin and not yet handed out: bounded by the high-water mark
+        plus one socket read, however slow the reader."""
+        return self._conn.buffered if self._conn is not None else 0
 
     async def __anext__(self) -> bytes:
         conn = self._conn

@@ -32,9 +32,7 @@ class _QuietServer(uvicorn.Server):
 
 
 class ServerThread:
-    def __init__(
-        self, app: Any, *, lifespan: str = "on", port: int | None = None, date_header: bool = True
-    ) -> None:
+    def __init__(self, app: Any, *, lifespan: str = "on", port: int | None = None, **options: Any) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = uvicorn.Config(
@@ -46,7 +44,7 @@ class ServerThread:
             access_log=False,
             timeout_graceful_shutdown=5,
             proxy_headers=False,
-            date_header=date_header,  # False for a gateway, as `edgefn serve` runs it
+            **options,  # e.g. date_header/server_header off for a gateway, as `edgefn serve` runs it
         )
         self.server = _QuietServer(self.config)
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"server:{self.port}")

@@ -43,7 +43,9 @@ def gateway(tmp_path: Path) -> Iterator[Callable[..., str]]:
     def start(toml: str, env: dict[str, str] | None = None) -> str:
         path = tmp_path / f"edgefn-{len(started)}.toml"
         path.write_text(textwrap.dedent(toml).replace("{data_dir}", str(tmp_path / "data")))
-        server = ServerThread(Gateway(load_config(path), env=env), date_header=False).start()
+        server = ServerThread(
+            Gateway(load_config(path), env=env), date_header=False, server_header=False
+        ).start()
         started.append(server)
         return server.url
 
