@@ -100,10 +100,10 @@ class Node:
     def admin(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
-    def start(self, timeout: float = 90.0) -> Node:
+    def start(self, timeout: float = 90.0, *, workers: int = 1) -> Node:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [*EDGEFN, "serve", "--config", str(self.config)],
+            [*EDGEFN, "serve", "--config", str(self.config), "--workers", str(workers)],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,27 +67,6 @@ def edgefn(node: Node) -> Cli:
     return Cli(node)
 
 
-def serve_workers(node: Node, workers: int, timeout: float = 120.0) -> Node:
-    """Start `edgefn serve --workers N` on the node's config (Node.start runs one process)."""
-    with node.log_path.open("ab") as log:
-        node.proc = subprocess.Popen(
-            [EDGEFN, "serve", "--config", str(node.config), "--workers", str(workers)],
-            env=node.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{node.admin}/healthz", timeout=2).status_code == 200:
-                return node
-        except httpx.TransportError:
-            pass
-        assert node.proc.poll() is None, node.log()
-        assert time.monotonic() < deadline, "gateway did not start:\n" + node.log()
-        time.sleep(0.05)
-
-
 def deploy_two_versions(edgefn: Cli, hello: Path, name: str = "hello") -> None:
     """$LATEST = hello with WHO=v1, version 1; then WHO=v2, version 2."""
     edgefn("functions", "deploy", name, str(hello), "--env", "WHO=v1")
@@ -97,4 +75,4 @@ def deploy_two_versions(edgefn: Cli, hello: Path, name: str = "hello") -> None:
     assert edgefn("functions", "publish", name).stdout.strip() == "2"
 
 
-__all__ = ["EDGEFN", "TOKEN", "Cli", "deploy_two_versions", "get", "serve_workers", "url_host"]
+__all__ = ["EDGEFN", "TOKEN", "Cli", "deploy_two_versions", "get", "url_host"]

@@ -19,7 +19,7 @@ import httpx
 
 from gateway.functions.service import REFRESH_S
 from tests.invocations.conftest import Node
-from tests.lifecycle.conftest import EDGEFN, TOKEN, Cli, deploy_two_versions, get, serve_workers, url_host
+from tests.lifecycle.conftest import EDGEFN, TOKEN, Cli, deploy_two_versions, get, url_host
 
 MB = 1 << 20
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -339,7 +339,7 @@ def test_reserved_concurrency_is_one_limit_across_versions(
 def test_every_worker_serves_a_change_made_through_another(
     node_factory: Callable[..., Node], example_components
 ) -> None:
-    node = serve_workers(node_factory("", start=False), 2)
+    node = node_factory("", start=False).start(workers=2)
     edgefn = Cli(node)
     deploy_two_versions(edgefn, example_components["hello"])
     edgefn("aliases", "set", "hello", "live", "1")
