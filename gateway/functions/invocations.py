@@ -6,14 +6,14 @@
   `DryRun` request is answered here (202 / 204), anything else runs as usual,
 - calls `start()` once functions are loaded and `aclose()` at shutdown.
 
-Functions are invoked through the gateway's function service: `Functions.invoke(reference,
-request)` when it has one, else the older `FunctionSet.target(reference).handle(request)`, looked
-up at call time so the service can be replaced while the gateway runs.
+Functions are invoked, resolved and asked for their async settings and schedules through the
+gateway's function service (`gateway.functions.service.Functions`), looked up at call time: it is
+built after this object, and its answers follow the registry.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway.context import EdgeRequest, EdgeResponse
 from gateway.errors import GatewayError
@@ -26,6 +26,7 @@ from routes.config import AsyncInvoke
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.functions.service import Functions
 
 
 class FunctionNotFound(GatewayError):
@@ -73,24 +74,19 @@ class Invocations:
 
     # the function service, whichever shape it has ------------------------------------------
 
-    def _service(self) -> Any:
+    def _service(self) -> Functions:
         service = self.gateway.functions
         if service is None:
             raise FunctionNotFound("no functions are loaded")
         return service
 
     async def invoke(self, reference: str, request: EdgeRequest) -> EdgeResponse:
-        service = self._service()
-        if hasattr(service, "invoke"):
-            return await service.invoke(reference, request)  # type: ignore[no-any-return]
-        return await service.target(reference).handle(request)  # type: ignore[no-any-return]
+        return await self._service().invoke(reference, request)
 
     def validate(self, reference: str) -> None:
         """DryRun and Event: the function (and qualifier) must resolve now."""
-        service = self._service()
-        resolve = getattr(service, "resolve", None) or service.target
         try:
-            resolve(reference)
+            self._service().resolve(reference)
         except GatewayError:
             raise
         except (LookupError, ValueError) as exc:
@@ -100,15 +96,13 @@ class Invocations:
         function = self.gateway.config.functions.get(name)
         if function is not None:
             return function.async_
-        lookup = getattr(self.gateway.functions, "async_settings", None)
-        found = lookup(name) if lookup is not None else None
-        return found if isinstance(found, AsyncInvoke) else AsyncInvoke()
+        service = self.gateway.functions
+        return service.async_settings(name) if service is not None else AsyncInvoke()
 
     def schedules(self) -> list[tuple[str, tuple[str, ...]]]:
         listed = {name: f.schedule for name, f in self.gateway.config.functions.items() if f.schedule}
-        extra = getattr(self.gateway.functions, "schedules", None)
-        if callable(extra):
-            for name, expressions in extra():
+        if self.gateway.functions is not None:
+            for name, expressions in self.gateway.functions.schedules():
                 listed.setdefault(name, tuple(expressions))
         return sorted(listed.items())
 

@@ -157,6 +157,7 @@ class Functions:
 
     def resolve(self, reference: str) -> Resolved:
         """What `reference` names now; raises UnknownFunction / BadReference (both 404)."""
+        self._observe(self.registry.revision())
         cached = self._resolved.get(reference)
         if cached is not None:
             return cached
@@ -170,6 +171,7 @@ class Functions:
     def async_settings(self, name: str) -> AsyncInvoke:
         """Retries and event age of a deployed function (its $LATEST configuration, as Lambda's
         function-level setting); a function deleted while its events wait gets the defaults."""
+        self._observe(self.registry.revision())
         info = self._infos.get(name)
         if info is None:
             try:
@@ -191,12 +193,14 @@ class Functions:
         return list(self._schedules[1])
 
     def on_change(self, listener: Callable[[], None]) -> None:
-        """Call `listener` whenever a new registry revision is seen (URL table, scheduler)."""
+        """Call `listener` whenever the registry changed or may have (the scheduler's poke)."""
         self._listeners.append(listener)
 
     def changed(self) -> None:
         """The registry changed (here, or a fleet notice says so): look at it on the next request."""
         self._next_check = 0.0
+        for listener in self._listeners:
+            listener()
 
     # -- resolution ----------------------------------------------------------------------------
 
