@@ -233,7 +233,16 @@ class RedisEventStore:
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
-            return fn(*args)
+            try:
+                return fn(*args)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis lost its data (restarted without persistence, or flushed): the stream
+                # and group are made again; events it held are gone (see docs/fleet.md).
+                log.error(json.dumps({"event": "queue-group-recreated", "control_plane": self.plane.shown}))
+                self._create_group()
+                return fn(*args)
         except redis.RedisError as exc:
             raise ControlPlaneError(f"{self.plane.shown}: event queue: {exc}") from exc
 

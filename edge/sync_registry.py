@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +34,10 @@ import redis
 
 from edge.sync import ControlPlane, ControlPlaneError
 
+log = logging.getLogger("edgefn.fleet.registry")
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+WARN_EVERY_S = 10.0
 T = TypeVar("T")
 
 # KEYS: revision, key index, then the documents. ARGV: channel, then (name, expected, doc or '')
@@ -72,6 +77,8 @@ class RedisRegistryStore:
         self._revision_key, self._index = f"{p}reg:revision", f"{p}reg:keys"
         self.channel = f"{p}notice:registry"
         self._write = self.redis.register_script(_WRITE)
+        self._known: int | None = None
+        self._warned = -WARN_EVERY_S
         self._call(self.redis.ping)
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -113,7 +120,20 @@ class RedisRegistryStore:
         return sorted(k.decode() for k in found)
 
     def revision(self) -> int:
-        return int(self._call(self.redis.get, self._revision_key) or 0)
+        """The store revision; while Redis is unreachable, the last one read (so a node keeps
+        serving what it has resolved and loaded; reads it has not cached fail with the reason)."""
+        try:
+            self._known = int(self.redis.get(self._revision_key) or 0)
+        except redis.RedisError as exc:
+            if self._known is None:
+                raise ControlPlaneError(f"{self.plane.shown}: registry: {exc}") from exc
+            now = time.monotonic()
+            if now - self._warned >= WARN_EVERY_S:
+                self._warned = now
+                log.warning(
+                    "registry: %s unreachable (%s); serving revision %d", self.plane.shown, exc, self._known
+                )
+        return self._known
 
     def put_blob(self, sha256: str, path: Path) -> None:
         """Store the component under its hash (once: an existing blob is left alone) and keep a

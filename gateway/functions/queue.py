@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from edge.sync import ControlPlaneError
 from gateway.context import EdgeRequest, EdgeResponse, single_chunk
 from gateway.errors import BadRequest, GatewayError, Throttled
 from gateway.pipeline import read_bounded
@@ -56,6 +57,7 @@ ATTEMPT = b"x-edgefn-attempt"
 MAX_EVENT_BYTES = 256 * 1024
 DEFAULT_CONCURRENCY = 8
 POLL_S = 1.0  # how often the worker looks for events enqueued by other processes
+MAX_PAUSE_S = 30.0  # longest wait between passes while the store is unreachable
 LEASE_S = 900.0  # a running event whose owner cannot be checked is due again after this
 THROTTLE_DELAY_S = 1.0
 KEEP_SUCCEEDED_S = 3600.0
@@ -594,14 +596,25 @@ class InvocationQueue:
         self._executor.shutdown(wait=True)
 
     async def _work(self) -> None:
-        recovered = await self.db(self.store.recover, self.clock())
-        if recovered:
-            log.warning(json.dumps({"event": "recovered", "count": recovered}))
+        recovered: int | None = None
+        pause = POLL_S
         while not self._closed:
             try:
+                if recovered is None:
+                    recovered = await self.db(self.store.recover, self.clock())
+                    if recovered:
+                        log.warning(json.dumps({"event": "recovered", "count": recovered}))
                 await self._tick()
+                pause = POLL_S
             except asyncio.CancelledError:
                 raise
+            except ControlPlaneError as exc:
+                # The fleet's Redis is away: say so once per pass, wait longer each time.
+                log.warning(
+                    json.dumps({"event": "queue-unavailable", "error": str(exc), "retry_in_s": pause})
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_PAUSE_S)
             except Exception:
                 log.exception("invocation worker: a pass failed; trying again")
                 await asyncio.sleep(POLL_S)
@@ -647,6 +660,12 @@ class InvocationQueue:
     def _done(self, task: asyncio.Task[None]) -> None:
         self.running.discard(task)
         self._wake.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The run's outcome was not recorded: the event stays running until its owner is
+            # found dead or its lease ends, then runs again (at least once).
+            log.warning(
+                json.dumps({"event": "outcome-not-recorded", "task": task.get_name(), "error": repr(exc)})
+            )
 
     async def _run(self, event: Event) -> None:
         settings = self.settings(event.function)
