@@ -42,6 +42,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from edge.sync import ControlPlaneError
 from gateway.functions.registry import Invalid, NotFound, Registry, RegistryError, UrlInfo
 from routes import ConfigError
 from routes.loader import function_url_from_dict
@@ -83,6 +84,8 @@ def _answers(handler: Handler) -> Handler:
             return _error(exc.status, exc.code, str(exc))
         except ConfigError as exc:
             return _error(400, "invalid", str(exc))
+        except ControlPlaneError as exc:  # a fleet's Redis is unreachable: nothing changed
+            return _error(503, "control_plane_unavailable", str(exc))
 
     return run
 
