@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bench import proxy
-from bench.harness import Processes, ensure_tools, machine_info, run_bench, say, write_section
+from bench.harness import Processes, ensure_tools, load_average, machine_info, run_bench, say, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             single = next((s for s in systems if s.name == "edgefn-w1"), None)
             if opts.profile and single is not None:
                 proxy.profile_edgefn(single, opts, workdir, results, say)
+            machine["load average at end"] = load_average()
             body = proxy.render(systems, results, opts, machine, command.strip(), workdir)
         write_section(args.output, proxy.SECTION, body)
         say(f"wrote {args.output} in {time.monotonic() - started:.0f} s")
