@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvloop
 
 from examples.origin import pattern
 from gateway.origin_transport import OriginResponse, OriginTransport, PoolLimits, Timeouts
@@ -22,12 +23,23 @@ from gateway.proxy import shared_client
 FAST = Timeouts(connect=5, read=10, write=10, pool=10)
 
 
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(60):
-            return await coro
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
-    return asyncio.run(bounded())
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Run:
+    """Each test on the default loop and on uvloop (what `edgefn serve` runs on)."""
+    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+
+    def run_bounded(coro: Coroutine[Any, Any, Any]) -> Any:
+        async def bounded() -> Any:
+            async with asyncio.timeout(60):
+                return await coro
+
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(bounded())
+
+    return run_bounded
 
 
 @dataclass
@@ -145,7 +157,7 @@ async def send(
 # --- framing ------------------------------------------------------------------------------------
 
 
-def test_keep_alive_connection_is_reused_as_the_server_counts() -> None:
+def test_keep_alive_connection_is_reused_as_the_server_counts(run: Run) -> None:
     async def main() -> None:
         async with RawServer(respond(body=b"hello", headers="Server: Raw\r\n")) as server:
             t = OriginTransport()
@@ -164,7 +176,7 @@ def test_keep_alive_connection_is_reused_as_the_server_counts() -> None:
     run(main())
 
 
-def test_chunked_response_is_reassembled_and_the_connection_reused() -> None:
+def test_chunked_response_is_reassembled_and_the_connection_reused(run: Run) -> None:
     async def chunked(_request: Request, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
         for part in (b"abc", b"d" * 70_000, b"e"):
@@ -186,7 +198,7 @@ def test_chunked_response_is_reassembled_and_the_connection_reused() -> None:
     run(main())
 
 
-def test_close_delimited_body_ends_at_the_close_and_is_not_reused() -> None:
+def test_close_delimited_body_ends_at_the_close_and_is_not_reused(run: Run) -> None:
     async def close_delimited(_request: Request, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n" + b"x" * 100_000)
         await writer.drain()
@@ -205,7 +217,7 @@ def test_close_delimited_body_ends_at_the_close_and_is_not_reused() -> None:
     run(main())
 
 
-def test_head_response_has_no_body_and_keeps_the_connection() -> None:
+def test_head_response_has_no_body_and_keeps_the_connection(run: Run) -> None:
     async def main() -> None:
         async with RawServer(respond(body=b"")) as server:
             t = OriginTransport()
@@ -227,7 +239,7 @@ def test_head_response_has_no_body_and_keeps_the_connection() -> None:
     run(main())
 
 
-def test_informational_responses_are_skipped() -> None:
+def test_informational_responses_are_skipped(run: Run) -> None:
     async def early_hints(_request: Request, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n")
         await writer.drain()
@@ -245,7 +257,7 @@ def test_informational_responses_are_skipped() -> None:
     run(main())
 
 
-def test_request_bodies_bytes_and_streamed_chunked_or_with_length() -> None:
+def test_request_bodies_bytes_and_streamed_chunked_or_with_length(run: Run) -> None:
     async def echo(request: Request, writer: asyncio.StreamWriter) -> bool:
         doc = json.dumps(
             {
@@ -280,7 +292,7 @@ def test_request_bodies_bytes_and_streamed_chunked_or_with_length() -> None:
     run(main())
 
 
-def test_examples_origin_download_and_upload_are_byte_exact(origin: str) -> None:
+def test_examples_origin_download_and_upload_are_byte_exact(origin: str, run: Run) -> None:
     port = int(origin.rsplit(":", 1)[1])
     key, authority = ("http", "127.0.0.1", port), f"127.0.0.1:{port}".encode()
     n = 20 * 1024 * 1024 + 3
@@ -312,7 +324,7 @@ def test_examples_origin_download_and_upload_are_byte_exact(origin: str) -> None
 # --- failures ------------------------------------------------------------------------------------
 
 
-def test_connection_reset_mid_body_is_a_protocol_error_and_frees_the_slot() -> None:
+def test_connection_reset_mid_body_is_a_protocol_error_and_frees_the_slot(run: Run) -> None:
     async def cut(_request: Request, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n" + b"x" * 1000)
         await writer.drain()
@@ -334,7 +346,7 @@ def test_connection_reset_mid_body_is_a_protocol_error_and_frees_the_slot() -> N
     run(main())
 
 
-def test_slow_headers_are_a_read_timeout_and_the_connection_is_dropped() -> None:
+def test_slow_headers_are_a_read_timeout_and_the_connection_is_dropped(run: Run) -> None:
     async def slow_first(request: Request, writer: asyncio.StreamWriter) -> bool:
         if len(server.requests) == 1:
             await asyncio.sleep(3)
@@ -357,7 +369,7 @@ def test_slow_headers_are_a_read_timeout_and_the_connection_is_dropped() -> None
     run(main())
 
 
-def test_a_stall_mid_body_is_a_read_timeout() -> None:
+def test_a_stall_mid_body_is_a_read_timeout(run: Run) -> None:
     async def stall(_request: Request, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
         await writer.drain()
@@ -379,7 +391,7 @@ def test_a_stall_mid_body_is_a_read_timeout() -> None:
     run(main())
 
 
-def test_refused_connection_is_connect_error() -> None:
+def test_refused_connection_is_connect_error(run: Run) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, never listening: refused
@@ -394,7 +406,7 @@ def test_refused_connection_is_connect_error() -> None:
     run(main())
 
 
-def test_unresolvable_host_is_connect_error_naming_the_lookup() -> None:
+def test_unresolvable_host_is_connect_error_naming_the_lookup(run: Run) -> None:
     async def main() -> None:
         t = OriginTransport()
         with pytest.raises(httpx.ConnectError) as caught:
@@ -405,7 +417,7 @@ def test_unresolvable_host_is_connect_error_naming_the_lookup() -> None:
     run(main())
 
 
-def test_connect_timeout_when_the_listener_never_accepts() -> None:
+def test_connect_timeout_when_the_listener_never_accepts(run: Run) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)
@@ -432,7 +444,7 @@ def test_connect_timeout_when_the_listener_never_accepts() -> None:
             f.close()
 
 
-def test_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
+def test_header_with_a_line_break_is_refused_before_anything_is_sent(run: Run) -> None:
     async def main() -> None:
         async with RawServer(respond()) as server:
             t = OriginTransport()
@@ -445,7 +457,7 @@ def test_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
     run(main())
 
 
-def test_stale_pooled_connection_is_replayed_for_idempotent_requests_only() -> None:
+def test_stale_pooled_connection_is_replayed_for_idempotent_requests_only(run: Run) -> None:
     async def close_second(request: Request, writer: asyncio.StreamWriter) -> bool:
         # Answers the first request of each connection; on the second, closes without a word,
         # as an origin whose keep-alive timer fired just as the request arrived.
@@ -477,7 +489,7 @@ def test_stale_pooled_connection_is_replayed_for_idempotent_requests_only() -> N
 # --- limits and backpressure -------------------------------------------------------------------
 
 
-def test_per_host_limit_is_respected_and_waiters_are_served_in_turn() -> None:
+def test_per_host_limit_is_respected_and_waiters_are_served_in_turn(run: Run) -> None:
     release = asyncio.Event()
 
     async def held(request: Request, writer: asyncio.StreamWriter) -> bool:
@@ -501,7 +513,7 @@ def test_per_host_limit_is_respected_and_waiters_are_served_in_turn() -> None:
     run(main())
 
 
-def test_total_limit_waits_and_pool_timeout_when_nothing_frees() -> None:
+def test_total_limit_waits_and_pool_timeout_when_nothing_frees(run: Run) -> None:
     release = asyncio.Event()
 
     async def held(request: Request, writer: asyncio.StreamWriter) -> bool:
@@ -530,7 +542,7 @@ def test_total_limit_waits_and_pool_timeout_when_nothing_frees() -> None:
     run(main())
 
 
-def test_idle_connections_past_keepalive_expiry_are_not_reused() -> None:
+def test_idle_connections_past_keepalive_expiry_are_not_reused(run: Run) -> None:
     async def main() -> None:
         async with RawServer(respond()) as server:
             t = OriginTransport(PoolLimits(keepalive_expiry_s=0.2))
@@ -544,7 +556,7 @@ def test_idle_connections_past_keepalive_expiry_are_not_reused() -> None:
     run(main())
 
 
-def test_slow_reader_keeps_the_origin_blocked_with_a_bounded_buffer() -> None:
+def test_slow_reader_keeps_the_origin_blocked_with_a_bounded_buffer(run: Run) -> None:
     total = 64 * 1024 * 1024
     sent = [0]
     finished = asyncio.Event()
@@ -586,7 +598,7 @@ def test_slow_reader_keeps_the_origin_blocked_with_a_bounded_buffer() -> None:
 # --- httpx's side -----------------------------------------------------------------------------
 
 
-def test_as_an_httpx_transport_with_streaming_timeouts_and_errors(origin: str) -> None:
+def test_as_an_httpx_transport_with_streaming_timeouts_and_errors(origin: str, run: Run) -> None:
     async def main() -> None:
         transport = OriginTransport()
         async with httpx.AsyncClient(transport=transport) as client:
@@ -616,7 +628,7 @@ def test_as_an_httpx_transport_with_streaming_timeouts_and_errors(origin: str) -
     run(main())
 
 
-def test_shared_client_keeps_no_cookies_between_users() -> None:
+def test_shared_client_keeps_no_cookies_between_users(run: Run) -> None:
     async def set_cookie(request: Request, writer: asyncio.StreamWriter) -> bool:
         return await respond(headers="set-cookie: session=alice; Path=/\r\n")(request, writer)
 
