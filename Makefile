@@ -33,12 +33,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check gateway routes edge wasm_runtime tests bench examples
 
-# The proxy benchmark needs only nginx and wrk (Debian), not the example components.
-bench: $(STAMP)
+# The proxy benchmark needs nginx and wrk (Debian); the wasm one (bench/wasm.py) the example
+# components, `wasmtime serve` (dev extra) and workerd (npm, installed by the bench itself).
+bench: $(STAMP) examples
 	@if command -v wrk >/dev/null && (command -v nginx || test -x /usr/sbin/nginx) >/dev/null; then :; \
 	elif [ "$$(id -u)" != 0 ]; then echo "bench: not root, not installing nginx-light wrk (install them yourself)"; \
 	else apt-get install -y nginx-light wrk >/dev/null || echo "bench: apt-get install nginx-light wrk failed"; fi
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.wasm $(WASM_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .edgefn .pytest_cache
