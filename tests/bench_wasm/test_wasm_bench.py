@@ -1,0 +1,161 @@
+"""The untimed parts of bench/wasm*.py: the streaming client's framing and byte checks against a
+real loopback server, the configs it generates for edgefn and workerd, and its reading of logs.
+
+Figures are the benchmark's business (docs/performance.md); these tests only pin down that what it
+measures is what it says: a wrong byte or a non-200 fails a run instead of being timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import wasm, wasm_client, wasm_peers
+from routes import load_config
+from tests.servers import ServerThread
+
+ROOT = Path(__file__).resolve().parents[2]
+
+Scope = dict[str, Any]
+Send = Callable[[dict[str, Any]], Any]
+
+
+def stream_app(body: bytes, *, status: int = 200, chunk: int = 4096, sized: bool = False) -> Any:
+    """An ASGI app answering every GET with `body`, chunked (several sends) or with a length."""
+
+    async def app(scope: Scope, receive: Callable[[], Any], send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        headers = [(b"content-length", str(len(body)).encode())] if sized else []
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        for i in range(0, len(body), chunk):
+            await send({"type": "http.response.body", "body": body[i : i + chunk], "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def pattern(n: int) -> bytes:
+    return (bytes(range(256)) * (n // 256 + 1))[:n]
+
+
+@pytest.mark.parametrize("sized", [False, True])
+def test_fetch_reads_the_whole_body_and_times_the_first_body_byte(sized: bool) -> None:
+    body = pattern(300_000)
+    with ServerThread(stream_app(body, sized=sized)) as srv:
+        result = asyncio.run(wasm_client.fetch_many(srv.url + "/stream", 2, True, len(body)))
+    runs = result["runs"]
+    assert isinstance(runs, list) and len(runs) == 2
+    for r in runs:
+        assert r["body_bytes"] == len(body)
+        assert 0 < r["ttfb_ms"] <= r["total_s"] * 1000
+
+
+def test_fetch_fails_on_a_wrong_byte() -> None:
+    body = bytearray(pattern(100_000))
+    body[77_777] ^= 0xFF
+    with ServerThread(stream_app(bytes(body))) as srv, pytest.raises(wasm_client.ClientError, match="at byte 77777"):
+        asyncio.run(wasm_client.fetch_many(srv.url + "/", 1, True, None))
+
+
+def test_fetch_fails_on_a_short_body_and_on_an_error_status() -> None:
+    short = pytest.raises(wasm_client.ClientError, match="1000 body bytes, expected 2000")
+    with ServerThread(stream_app(pattern(1000))) as srv, short:
+        asyncio.run(wasm_client.fetch_many(srv.url + "/", 1, True, 2000))
+    with ServerThread(stream_app(b"no", status=503)) as srv, pytest.raises(wasm_client.ClientError, match="503"):
+        asyncio.run(wasm_client.fetch_many(srv.url + "/", 1, True, None))
+
+
+def test_client_cli_prints_json_and_a_clear_error() -> None:
+    argv = [sys.executable, "-m", "bench.wasm_client", "fetch", "https://example.com/"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 1
+    assert "only http://" in json.loads(out.stdout)["error"]
+
+
+def test_hold_keeps_every_connection_open_until_the_end() -> None:
+    async def slow(scope: Scope, receive: Callable[[], Any], send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await stream_app(b"")(scope, receive, send)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": pattern(16), "more_body": True})
+        await asyncio.sleep(60)  # the client closes first
+
+    with ServerThread(slow) as srv:
+        result = asyncio.run(wasm_client.hold(srv.url + "/", 20, 0.5))
+    assert result["opened"] == 20
+    assert result["answered"] == 20
+    assert result["with_body"] == 20
+    assert result["error_count"] == 0
+
+
+def test_edgefn_config_is_valid_and_names_each_function(tmp_path: Path) -> None:
+    text = wasm.edgefn_toml("b", 18000, 18001, tmp_path / "data", ["hello", "hello-reuse", "stream"])
+    path = tmp_path / "edgefn.toml"
+    path.write_text(text)
+    config = load_config(path)
+    assert set(config.functions) == {"hello", "hello-reuse", "stream"}
+    assert config.functions["hello"].instance_reuse == 0
+    assert config.functions["hello-reuse"].instance_reuse == wasm.REUSE
+    assert Path(config.functions["hello"].component) == wasm.EXAMPLES["hello"]
+    assert Path(config.functions["hello-reuse"].component) == wasm.EXAMPLES["hello"]
+    assert sorted(r.path for r in config.routes) == ["/hello", "/hello-reuse", "/stream"]
+
+
+def test_workerd_config_serves_each_worker_on_its_port(tmp_path: Path) -> None:
+    path = wasm_peers.workerd_config(tmp_path, {"hello": 4001, "stream": 4002})
+    text = path.read_text()
+    assert 'address = "127.0.0.1:4001", http = (), service = "hello"' in text
+    assert 'address = "127.0.0.1:4002", http = (), service = "stream"' in text
+    assert (tmp_path / "hello.js").read_text() == (wasm_peers.WORKERS_DIR / "hello.js").read_text()
+    assert (tmp_path / "stream.js").exists()
+    with pytest.raises(wasm.BenchError, match="no JavaScript worker"):
+        wasm_peers.workerd_config(tmp_path, {"nope": 4003})
+
+
+def test_wasmtime_argv_precompiled_and_reuse(tmp_path: Path) -> None:
+    binary = tmp_path / "wasmtime"
+    fresh = wasm_peers.wasmtime_serve_argv(binary, 9, tmp_path / "hello.wasm")
+    assert "--allow-precompiled" not in fresh and "--max-instance-reuse-count" not in fresh
+    assert fresh[fresh.index("-C") + 1] == "cache=n"
+    reuse = wasm_peers.wasmtime_serve_argv(binary, 9, tmp_path / "hello.cwasm", reuse=1000)
+    assert "--allow-precompiled" in reuse
+    assert reuse[reuse.index("--max-instance-reuse-count") + 1] == "1000"
+    assert reuse[-1].endswith("hello.cwasm")
+
+
+def test_log_errors_counts_only_lines_after_the_offset(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("error: before the hold\n")
+    offset = log.stat().st_size
+    with log.open("a") as f:
+        f.write("error: limit reached\nstdout [1] :: fine\nerror: limit reached\nerror: other\n")
+    assert wasm.log_errors(log, offset) == "2 x `error: limit reached`; 1 x `error: other`"
+    assert wasm.log_errors(log, log.stat().st_size) == ""
+
+
+def test_group_memory_counts_this_process_group() -> None:
+    rss, pss = wasm.group_memory_mb(os.getpgid(0))
+    assert rss > 1 and 0 < pss <= rss
+
+
+def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        wasm.parse_args(["--peers", "wasmtime,nginx"])
+    assert "unknown peers: nginx" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        wasm.parse_args(["--held", "0"])
