@@ -117,6 +117,7 @@ class Functions:
         self.revision = -1
         self._generation = 0
         self._next_check = 0.0
+        self._unreadable = False
         self._listeners: list[Callable[[], None]] = []
         self._config_targets: dict[str, FunctionTarget] = {}
         # per revision
@@ -210,7 +211,19 @@ class Functions:
         if now < self._next_check:
             return
         self._next_check = now + REFRESH_S
-        self._observe(await asyncio.to_thread(self.registry.revision))
+        try:
+            revision = await asyncio.to_thread(self.registry.revision)
+        except Exception as exc:
+            # A control plane that cannot answer (a fleet's Redis down) must not stop what this
+            # node already knows how to serve: keep the cache, say so once, try again later.
+            if not self._unreadable:
+                log.warning("registry unreadable, serving what is cached: %s: %s", type(exc).__name__, exc)
+            self._unreadable = True
+            return
+        if self._unreadable:
+            log.info("registry readable again")
+            self._unreadable = False
+        self._observe(revision)
 
     def _observe(self, revision: int) -> None:
         if revision == self.revision:
@@ -233,6 +246,10 @@ class Functions:
 
     async def pick(self, reference: str) -> FunctionTarget:
         """The target that serves this request of `reference` (a weighted alias draws here)."""
+        name, _, qualifier = reference.partition(":")
+        config_target = self._config_targets.get(name)
+        if config_target is not None and qualifier in ("", LATEST):
+            return config_target  # edgefn.toml's functions need no registry at request time
         await self.refresh()
         resolved = self._resolved.get(reference)
         if resolved is None:

@@ -21,10 +21,13 @@ T = TypeVar("T")
 
 
 def run_with_service(
-    tmp_path: Path, prepare: Callable[[Registry], None], body: Callable[[Functions, Registry], Awaitable[T]]
+    tmp_path: Path,
+    prepare: Callable[[Registry], None],
+    body: Callable[[Functions, Registry], Awaitable[T]],
+    toml: str = "",
 ) -> T:
     data = shared_data_dir(tmp_path / "data")
-    config = parse_config(f'[node]\ndata_dir = "{data}"\n', tmp_path / "edgefn.toml")
+    config = parse_config(f'[node]\ndata_dir = "{data}"\n{toml}', tmp_path / "edgefn.toml")
     registry = open_registry(config.node, config.functions)
     prepare(registry)
 
@@ -140,3 +143,18 @@ def test_schedules_and_async_settings_of_deployed_functions(tmp_path: Path, exam
         assert service.async_settings("tick") == AsyncInvoke()  # events of a deleted function
 
     run_with_service(tmp_path, prepare, body)
+
+
+def test_an_unreadable_registry_leaves_what_is_loaded_serving(tmp_path: Path, example_components) -> None:
+    hello = example_components["hello"]
+
+    async def body(service: Functions, registry: Registry) -> None:
+        one = await service.pick("hello:1")
+        registry.close()  # from now on every registry read fails, as with a control plane that is down
+        service.changed()
+        assert await service.pick("hello:1") is one
+        assert (await service.pick("cfg")).version == "$LATEST"  # edgefn.toml needs no registry
+        with pytest.raises(Exception, match="closed"):
+            await service.pick("hello:2")  # never loaded: nothing to fall back on
+
+    run_with_service(tmp_path, two_versions(hello), body, f'[functions.cfg]\ncomponent = "{hello}"\n')
