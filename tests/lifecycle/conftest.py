@@ -58,8 +58,9 @@ def get(node: Node, host: str, path: str = "/", **kwargs: Any) -> httpx.Response
 
 @pytest.fixture
 def node(node_factory: Callable[..., Node]) -> Node:  # noqa: F811 - the fixture imported above
-    """A node whose config has no functions: everything it serves is deployed at run time."""
-    return node_factory("")
+    """A node whose config has no functions: everything it serves is deployed at run time.
+    `URL_CREDS` is there for Function URLs with sigv4 auth (`--credentials-env URL_CREDS`)."""
+    return node_factory("", env={"URL_CREDS": "AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"})
 
 
 @pytest.fixture

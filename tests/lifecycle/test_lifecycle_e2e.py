@@ -135,6 +135,17 @@ def test_function_urls_buffered_with_cap_and_streamed(node: Node, edgefn: Cli, e
         body = r.read()
     assert body == stream_bytes(7 * MB)
 
+    edgefn("aliases", "set", "stream", "signed", "1")
+    signed = url_host(
+        edgefn(
+            "urls", "create", "stream", "--qualifier", "signed", "--auth", "sigv4",
+            "--credentials-env", "URL_CREDS", "--cors-origin", "https://app.example",
+        ).stdout
+    )  # fmt: skip
+    assert f"http://{signed}/  stream:signed  auth=sigv4  BUFFERED" in edgefn("urls", "list").stdout
+    r = get(node, signed, headers={"origin": "https://app.example"})
+    assert r.status_code == 403 and r.headers["access-control-allow-origin"] == "https://app.example"
+
     r = get(node, f"{'0' * 32}.fn.localhost:{node.port}")
     assert r.status_code == 404 and r.json()["error"]["code"] == "function_url_not_found"
     assert r.headers["x-request-id"]
