@@ -165,7 +165,7 @@ class _Connection(asyncio.Protocol):
                 self.must_close = True  # garbage after a complete response
             else:
                 self._fail(httpx.RemoteProtocolError(f"malformed response from origin: {exc}"))
-        if self._length is not None and self.head_done and not self.complete and self._remaining < 0:
+        if self._length is not None and self.head_done and not self.complete and self.error is None:
             self._remaining = self._length - self._seen
             self.parser = None  # the rest of this body bypasses the parser
 
@@ -437,8 +437,10 @@ class Body(httpx.AsyncByteStream):
         return chunk
 
     async def aclose(self) -> None:
-        if self._conn is not None:
-            self._release(reusable=False)
+        conn = self._conn
+        if conn is not None:
+            # Everything read (a reader that stops at content-length): the connection is clean.
+            self._release(reusable=conn.reusable and not conn.buffered)
 
     def _release(self, reusable: bool) -> None:
         conn, self._conn = self._conn, None
@@ -447,6 +449,8 @@ class Body(httpx.AsyncByteStream):
 
 
 class OriginTransport(httpx.AsyncBaseTransport):
+    """The pool of origin connections; `request()` for the proxy, `handle_async_request()` for httpx."""
+
     def __init__(self, limits: PoolLimits | None = None, *, high_water: int = 256 * 1024) -> None:
         if high_water < 1024:
             raise ValueError("OriginTransport: high_water must be at least 1024 bytes")

@@ -176,6 +176,27 @@ def test_keep_alive_connection_is_reused_as_the_server_counts(run: Run) -> None:
     run(main())
 
 
+def test_closing_a_body_reuses_the_connection_only_when_it_was_read_to_the_end(run: Run) -> None:
+    async def main() -> None:
+        async with RawServer(respond(body=b"hello")) as server:
+            t = OriginTransport()
+            for _ in range(3):
+                response = await t.request(server.key, "GET", b"/", server.authority, [], None, FAST)
+                assert await response.body.__anext__() == b"hello"  # all of content-length
+                await response.body.aclose()
+            assert server.connections == 1
+            server.handler = respond(body=b"x" * 5_000_000)
+            response = await t.request(server.key, "GET", b"/", server.authority, [], None, FAST)
+            await response.body.__anext__()
+            await response.body.aclose()  # the rest is still on its way: this connection is done
+            assert t.open_connections == 0
+            await send(t, server)
+            assert server.connections == 2
+            await t.aclose()
+
+    run(main())
+
+
 def test_chunked_response_is_reassembled_and_the_connection_reused(run: Run) -> None:
     async def chunked(_request: Request, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
