@@ -38,6 +38,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench import wasm_peers, wasm_report
 from bench.harness import (
@@ -64,6 +65,7 @@ STREAM_BYTES = 20 * MIB
 STREAM_PATH = "/stream?n=20&ms=0&size=1048576"
 SMALL_PATH = "/stream?n=1&ms=0&size=16"
 HELD_PATH = "/stream?n=600&ms=1000&size=16"
+FLOOR_PATH = "/floor"
 
 
 @dataclass
@@ -150,6 +152,7 @@ class Results:
     versions: dict[str, str] = field(default_factory=dict)
     peer_notes: list[str] = field(default_factory=list)
     load_during: list[str] = field(default_factory=list)
+    inproc: list[dict[str, float]] = field(default_factory=list)
 
 
 # --- memory of a process tree --------------------------------------------------------------------
@@ -270,6 +273,14 @@ def edgefn_toml(name: str, port: int, admin: int, data_dir: Path, functions: Seq
         out += [f"[functions.{fn}]", specs[fn], ""]
     for fn in functions:
         out += ["[[routes]]", f'name = "{fn}"', f'path = "/{fn}"', f'function = "{fn}"', ""]
+    # The gateway alone (no function, no origin): the floor under every function's latency.
+    out += [
+        "[[routes]]",
+        'name = "floor"',
+        f'path = "{FLOOR_PATH}"',
+        'redirect = { to = "/", status = 308 }',
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -409,7 +420,12 @@ def start_systems(procs: Processes, workdir: Path, data: Path, peers: Peers, opt
         name = f"edgefn-w{workers}"
         argv, env, base = edgefn_command(workdir, name, functions, workers, data, opts)
         child, seconds = spawn(procs, name, argv, base + "/hello", env)
-        urls = {"hello": base + "/hello", "hello-reuse": base + "/hello-reuse", "stream": base}
+        urls = {
+            "hello": base + "/hello",
+            "hello-reuse": base + "/hello-reuse",
+            "stream": base,
+            "floor": base + FLOOR_PATH,
+        }
         systems.append(System(name, "edgefn", child, argv, urls, seconds))
     if peers.wasmtime is not None and peers.hello_cwasm is not None and peers.stream_cwasm is not None:
         for name, cwasm, reuse, role in (
@@ -441,6 +457,8 @@ def hello_targets(systems: Sequence[System]) -> list[Target]:
     for s in systems:
         if s.kind == "edgefn":
             out += [Target(f"{s.name} fresh", s, "hello"), Target(f"{s.name} reuse", s, "hello-reuse")]
+            if s.name == "edgefn-w1":
+                out.append(Target("edgefn-w1 no function", s, "floor"))
         elif s.kind == "wasmtime" and "hello" in s.urls:
             out.append(Target("wasmtime fresh", s, "hello"))
         elif s.kind == "wasmtime" and "hello-reuse" in s.urls:
@@ -474,13 +492,15 @@ def measure_hello(target: Target, connections: int, duration_s: float, workdir: 
     return HelloSample(wrk, cpu_pct, mem.peak_rss, mem.peak_pss)
 
 
-def run_hello(targets: Sequence[Target], opts: Options, workdir: Path, results: Results) -> None:
+def run_hello(targets: Sequence[Target], opts: Options, workdir: Path, data: Path, results: Results) -> None:
     say("hello: 1 s warm-up of each target")
     for t in targets:
         measure_hello(t, 64, 1.0, workdir)
     for n in range(1, opts.passes + 1):
         for conns in (1, 64):
             for t in targets:
+                if t.role == "floor" and conns != 1:
+                    continue
                 s = measure_hello(t, conns, opts.duration_s, workdir)
                 results.hello[(f"c{conns}", t.label)].append(s)
                 w = s.wrk
@@ -489,26 +509,35 @@ def run_hello(targets: Sequence[Target], opts: Options, workdir: Path, results: 
                     f"p50 {w.p50_ms:8.2f} ms p99 {w.p99_ms:8.2f} ms cpu {s.cpu_pct:4.0f}% "
                     f"rss {s.rss_peak_mb:6.0f} MiB errors {w.errors}"
                 )
+        inproc = client_json(
+            [sys.executable, "-m", "bench.wasm_inproc", str(data), "--runs", "100"], timeout_s=300
+        )
+        results.inproc.append(inproc)
+        say(f"pass {n}/{opts.passes} Runtime.invoke alone: {inproc}")
         results.load_during.append(_loadavg())
 
 
 # --- 4. streams --------------------------------------------------------------------------------
 
 
-def client(args: list[str], timeout_s: float) -> dict[str, object]:
-    argv = [sys.executable, "-m", "bench.wasm_client", *args]
+def client(args: list[str], timeout_s: float) -> dict[str, Any]:
+    return client_json([sys.executable, "-m", "bench.wasm_client", *args], timeout_s)
+
+
+def client_json(argv: list[str], timeout_s: float) -> dict[str, Any]:
+    """Run a measuring child (its own process: it must not share a GIL with anything measured)
+    and read the one JSON object it prints."""
+    what = shlex.join(argv[1:])
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
     except subprocess.TimeoutExpired as exc:
-        raise BenchError(
-            f"the stream client did not finish within {timeout_s:.0f} s: {shlex.join(args)}"
-        ) from exc
+        raise BenchError(f"{what} did not finish within {timeout_s:.0f} s") from exc
     try:
         result = json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError) as exc:
-        raise BenchError(f"the stream client failed ({out.returncode}): {out.stderr.strip()[-500:]}") from exc
+        raise BenchError(f"{what} failed ({out.returncode}): {out.stderr.strip()[-500:]}") from exc
     if "error" in result:
-        raise BenchError(f"stream client, {shlex.join(args)}: {result['error']}")
+        raise BenchError(f"{what}: {result['error']}")
     return result
 
 
@@ -707,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
             say("starting systems")
             systems = start_systems(procs, workdir, data, peers, opts)
             measure_idle(systems, results)
-            run_hello(hello_targets(systems), opts, workdir, results)
+            run_hello(hello_targets(systems), opts, workdir, data, results)
             run_streams(stream_targets(systems), opts, results)
             run_held(procs, stream_targets(systems), opts, results)
         machine["load average at end"] = _loadavg()

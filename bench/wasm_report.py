@@ -153,7 +153,7 @@ def _hello(results: Results, opts: Options) -> list[str]:
     ]
     ratio_rows = []
     for label in labels:
-        if not label.startswith("edgefn"):
+        if not _is_function(label):
             continue
         peer = "wasmtime reuse" if label.endswith("reuse") else "wasmtime fresh"
         cells = [f"`{label}`", f"`{peer}`"]
@@ -183,7 +183,53 @@ def _hello(results: Results, opts: Options) -> list[str]:
         table(["edgefn", "against", "c1", "c64", "c64 against workerd"], ratio_rows),
         "",
     ]
-    return out
+    return out + _breakdown(results)
+
+
+def _is_function(label: str) -> bool:
+    """An edgefn hello target (not the gateway-only route measured beside them)."""
+    return label.startswith("edgefn") and label.endswith(("fresh", "reuse"))
+
+
+def _breakdown(results: Results) -> list[str]:
+    """Where one hello request's time goes in edgefn, at one connection (medians, ms)."""
+    if not results.inproc or ("c1", "edgefn-w1 reuse") not in results.hello:
+        return []
+
+    def p50(label: str) -> float:
+        return _med(results.hello.get(("c1", label), []), "p50_ms")
+
+    def inproc(key: str) -> float:
+        return median([r[key] for r in results.inproc if key in r])
+
+    floor, reuse, fresh = p50("edgefn-w1 no function"), p50("edgefn-w1 reuse"), p50("edgefn-w1 fresh")
+    rows = [
+        ["gateway alone: a redirect route on `edgefn-w1`, over HTTP", fmt(floor, 2), fmt(floor, 2)],
+        [
+            "`Runtime.invoke` alone, in-process (`bench.wasm_inproc`)",
+            fmt(inproc("reuse_ms"), 2),
+            fmt(inproc("fresh_ms"), 2),
+        ],
+        ["... of which instantiation (fresh Store + instance)", "0", fmt(inproc("instantiate_ms"), 2)],
+        [
+            "the rest: the gateway's function path, thread hand-offs, HTTP body framing",
+            fmt(reuse - floor - inproc("reuse_ms"), 2),
+            fmt(fresh - floor - inproc("fresh_ms"), 2),
+        ],
+        ["**hello through `edgefn-w1`, over HTTP**", fmt(reuse, 2), fmt(fresh, 2)],
+        [
+            "hello through `wasmtime serve`, over HTTP",
+            fmt(p50("wasmtime reuse"), 2),
+            fmt(p50("wasmtime fresh"), 2),
+        ],
+    ]
+    return [
+        "Where a hello request's time goes in edgefn (p50 at one connection, ms; the in-process "
+        f"figures are medians of {len(results.inproc)} runs of 100 sequential invocations, one per pass):",
+        "",
+        table(["part", "reused instance", "fresh instance"], rows),
+        "",
+    ]
 
 
 def _streams(results: Results, opts: Options) -> list[str]:
@@ -340,7 +386,7 @@ def verdicts(results: Results, opts: Options) -> list[str]:
     lines = []
     hello = results.hello
     for label in dict.fromkeys(label for (_, label) in hello):
-        if not label.startswith("edgefn"):
+        if not _is_function(label):
             continue
         reuse = label.endswith("reuse")
         peer, goal = ("wasmtime reuse", 0.5) if reuse else ("wasmtime fresh", 1.0)
@@ -392,36 +438,55 @@ def verdicts(results: Results, opts: Options) -> list[str]:
 
 def _reading(results: Results, opts: Options) -> list[str]:
     threads = _threads()
-    out = [
+
+    def inproc(key: str) -> str:
+        return fmt(median([r[key] for r in results.inproc if key in r]), 2)
+
+    def p50(label: str) -> str:
+        return fmt(_med(results.hello.get(("c1", label), []), "p50_ms"), 2)
+
+    edge_mib = median(
+        [x for label, s in results.stream.items() if label.startswith("edgefn") for x in s.mib_s]
+    )
+    return [
         "### Why, target by target",
         "",
-        "- **hello, fresh instance**: each request instantiates the component in a new Store from "
-        "Python and runs the guest's ~30 host calls through wasmtime-py; `wasmtime serve` does both "
-        "natively and on both cores. edgefn's wasm runs with the GIL released, but the host calls "
-        "(WASI, HTTP types, streams) are Python and hold it.",
-        "- **hello, instance reuse**: with a warm instance the guest's own work is small "
-        "(`wasmtime serve` answers in a fraction of a millisecond), so the per-request cost left in "
-        "edgefn is its Python host calls and its HTTP stack; each edgefn process also keeps at most 4 "
-        "idle instances per component, so at 64 connections most requests still instantiate.",
-        "- **20 MB stream**: every `list<u8>` crossing through wasmtime 49's C API builds one "
-        "32-byte value per byte (see [performance-wasm-calls.md](" + WASM_CALLS_DOC + ")); with "
-        "edgefn's C-speed copies a Python host streams at about 15-18 MiB/s per stream, where "
-        "`wasmtime serve` copies the guest's bytes as one block. The 0.5x target is out of reach "
-        "through this C API (its Rust API has the typed `Vec<u8>` path the C API lacks).",
-        "- **TTFB**: the 16-byte figure includes instantiation and the guest's start; the first "
-        "chunk reaches the client when the guest flushes it. The 20 MB figure waits for a whole "
-        "1 MiB first chunk, so it carries one 1 MiB crossing.",
-        "- **restart**: the whole process start (Python interpreter, imports, the gateway, the "
-        "function's deserialize + link) is in the first figure; the log's load time is the "
-        "function's own share, which is what grows with each added function.",
-        f"- **held streams**: each running guest holds one of the runtime's {threads} worker "
-        "threads (`Runtime(max_threads=...)`) for as long as it streams, so only that many of the "
-        f"{opts.held} streams start; the others wait for a thread without an answer. Each live "
-        "instance of a componentize-py guest touches several MiB of linear memory (CPython's heap), "
-        "so 1,000 live Python guests need gigabytes in any host: `wasmtime serve` refuses them "
-        "beyond its pooling allocator's 1,000 core instances (500 for the rest), and with "
+        f"- **hello, fresh instance**: `Runtime.invoke` alone needs {inproc('fresh_ms')} ms for a fresh "
+        f"instance ({inproc('instantiate_ms')} ms of it instantiating from Python; the rest is the "
+        "guest's first `handle`, whose ~30 host calls are Python), where `wasmtime serve` answers the "
+        f"whole HTTP request in {p50('wasmtime fresh')} ms (p50, one connection): it instantiates from "
+        "a pooling allocator in microseconds and its host calls are Rust. At 64 connections "
+        "`wasmtime serve` also uses both cores for wasm and host alike; edgefn's wasm runs with the GIL "
+        "released, but every host call takes it.",
+        f"- **hello, instance reuse**: a warm instance costs `Runtime.invoke` {inproc('reuse_ms')} ms "
+        f"plus the gateway around it (table above), against {p50('wasmtime reuse')} "
+        "ms for the whole request in `wasmtime serve`. At 64 connections each edgefn process also "
+        "keeps at most 4 idle instances per component (`LoadedComponent.give_back(limit=4)` in "
+        "wasm_runtime/runtime.py), so most of the 64 concurrent requests instantiate anyway: a larger "
+        "warm pool would trade memory (the figures below: several MiB per live instance) for speed.",
+        f"- **20 MB stream**: edgefn moved {fmt(edge_mib, 1)} MiB/s. Every `list<u8>` crossing through "
+        "wasmtime 49's C API builds one 32-byte value per byte (see "
+        f"[performance-wasm-calls.md]({WASM_CALLS_DOC})): even with `_fastcall`'s C-speed copies a "
+        "Python host tops out near 15-20 MiB/s per stream, while `wasmtime serve` copies the guest's "
+        "bytes as one block. The 0.5x target is out of reach through this C API; the typed `Vec<u8>` "
+        "path that would reach it exists only in wasmtime's Rust API.",
+        "- **TTFB**: the 16-byte figure runs from the request to the first body byte and so includes "
+        "instantiation and the guest's start, which makes it an upper bound of the target's \"after the "
+        "guest's first write\". The 20 MB figure waits for a whole 1 MiB first chunk to cross.",
+        "- **restart**: the whole process start is in the first figure, and the Python interpreter "
+        "with edgefn's imports alone (the row below it) takes most of it; the component's own load "
+        "(deserialize + link, from the log) is what each added function costs, and that part meets "
+        "the target. The process figure cannot reach 100 ms while the imports alone take longer.",
+        f"- **held streams**: each running guest holds one of the runtime's {threads} worker threads "
+        "(`Runtime(max_threads=...)`) for as long as it streams, so only that many of the "
+        f"{opts.held} streams start per process; the others wait for a thread without an answer. A live "
+        "componentize-py instance dirties several MiB of its own (CPython's heap: compare PSS before "
+        "and at the peak), and RSS also counts, once per live instance, the copy-on-write mapping of "
+        "the compiled component's memory image, shared with every other instance: PSS is the memory "
+        "actually used. `wasmtime serve` stops at its pooling allocator's limit of 1,000 core "
+        "instances (about 70 instances of this component) and answers 500 to the rest; with "
         "`-O pooling-allocator=n` it served all 1,000 at about 7.9 GB RSS (measured by hand, "
-        "December 2026). The 500 MB target is reachable only for light guests or proxied streams.",
+        "December 2026). 1,000 live Python guests do not fit in 500 MB in either host; light guests "
+        "or proxied streams are what that target can mean here.",
         "",
     ]
-    return out
