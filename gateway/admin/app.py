@@ -22,6 +22,7 @@ from gateway.admin.cache_api import cache_routes
 from gateway.admin.functions_api import function_routes
 from gateway.admin.invocations_api import invocation_routes
 from gateway.admin.invoke_api import invoke_routes
+from gateway.admin.openapi import openapi_routes
 from gateway.app import Gateway
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -71,6 +72,7 @@ def admin_app(gateway: Gateway) -> Starlette:
             *cache_routes(gateway, require_token),
             *invocation_routes(gateway, require_token),
             *function_routes(gateway, require_token),
+            *openapi_routes(require_token),
             *invoke_routes(gateway, require_token),
         ]
     )
