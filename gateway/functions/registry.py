@@ -201,7 +201,7 @@ class Registry:
 
         def decide() -> tuple[Changes, FunctionInfo]:
             rev, doc = self._function_doc(name)
-            config = FunctionConfig.from_doc(changes, base=FunctionConfig.from_doc(doc["config"]))
+            config = FunctionConfig.from_doc(changes, base=FunctionConfig.stored(doc["config"]))
             doc = {**doc, "config": config.to_doc(), "last_modified": self.clock()}
             return {f"function/{name}": (rev, doc), **self._touch_secrets(config)}, FunctionInfo.from_doc(doc)
 

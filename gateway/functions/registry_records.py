@@ -209,6 +209,23 @@ class FunctionConfig:
         return config
 
     @classmethod
+    def stored(cls, doc: Mapping[str, Any]) -> FunctionConfig:
+        """A configuration the registry wrote itself (checked then): built without the checks, which
+        would cost more than the rest of a read for a function with many versions."""
+        a = doc["async"]
+        return cls(
+            memory_mb=doc["memory_mb"],
+            timeout_s=doc["timeout_s"],
+            reserved_concurrency=doc["reserved_concurrency"],
+            env=tuple(sorted(doc["env"].items())),
+            secrets=tuple(sorted(doc["secrets"].items())),
+            outbound=tuple(doc["outbound"]),
+            instance_reuse=doc["instance_reuse"],
+            async_=AsyncInvoke(a["max_retries"], tuple(a["retry_delays_s"]), a["max_event_age_s"]),
+            schedule=tuple(doc["schedule"]),
+        )
+
+    @classmethod
     def from_function(cls, function: Function) -> FunctionConfig:
         """The registry's view of an `edgefn.toml` function."""
         return cls(
@@ -243,7 +260,7 @@ class VersionInfo:
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> VersionInfo:
         return cls(
-            doc["version"], doc["code_sha256"], FunctionConfig.from_doc(doc["config"]), doc["description"],
+            doc["version"], doc["code_sha256"], FunctionConfig.stored(doc["config"]), doc["description"],
             doc["created"],
         )  # fmt: skip
 
@@ -301,7 +318,7 @@ class FunctionInfo:
             name=doc["name"],
             code_sha256=doc["code_sha256"],
             code_size=doc["code_size"],
-            config=FunctionConfig.from_doc(doc["config"]),
+            config=FunctionConfig.stored(doc["config"]),
             last_modified=doc["last_modified"],
             versions=tuple(VersionInfo.from_doc(v) for v in doc["versions"]),
             aliases=tuple(AliasInfo.from_doc(a) for a in doc["aliases"]),
