@@ -541,44 +541,27 @@ def client_json(argv: list[str], timeout_s: float) -> dict[str, Any]:
     return result
 
 
+def fetch(url: str, runs: int, expect_bytes: int) -> list[dict[str, float]]:
+    """`runs` sequential downloads of `url` by the client process, each body checked."""
+    args = ["fetch", url, "--runs", str(runs), "--expect-bytes", str(expect_bytes)]
+    result = client(args, timeout_s=60 + 60 * runs)
+    return list(result["runs"])
+
+
 def run_streams(targets: Sequence[Target], opts: Options, results: Results) -> None:
     for n in range(1, opts.passes + 1):
         for t in targets:
-            big = client(
-                [
-                    "fetch",
-                    t.system.urls["stream"] + STREAM_PATH,
-                    "--runs",
-                    str(opts.stream_runs),
-                    "--expect-bytes",
-                    str(STREAM_BYTES),
-                ],
-                timeout_s=60 + 60 * opts.stream_runs,
-            )
-            small = client(
-                [
-                    "fetch",
-                    t.system.urls["stream"] + SMALL_PATH,
-                    "--runs",
-                    str(opts.ttfb_runs),
-                    "--expect-bytes",
-                    "16",
-                ],
-                timeout_s=60 + 5 * opts.ttfb_runs,
-            )
+            big = fetch(t.system.urls["stream"] + STREAM_PATH, opts.stream_runs, STREAM_BYTES)
+            small = fetch(t.system.urls["stream"] + SMALL_PATH, opts.ttfb_runs, 16)
             s = results.stream[t.label]
-            runs = big["runs"]
-            assert isinstance(runs, list)
-            s.mib_s += [r["body_bytes"] / MIB / r["total_s"] for r in runs]
-            s.ttfb_20mb_ms += [r["ttfb_ms"] for r in runs]
-            small_runs = small["runs"]
-            assert isinstance(small_runs, list)
-            s.ttfb_small_ms += [r["ttfb_ms"] for r in small_runs]
+            mib_s = [r["body_bytes"] / MIB / r["total_s"] for r in big]
+            s.mib_s += mib_s
+            s.ttfb_20mb_ms += [r["ttfb_ms"] for r in big]
+            s.ttfb_small_ms += [r["ttfb_ms"] for r in small]
             say(
-                f"pass {n}/{opts.passes} stream {t.label:<12} "
-                f"{median([r['body_bytes'] / MIB / r['total_s'] for r in runs]):8.1f} MiB/s "
-                f"ttfb 20 MB {median([r['ttfb_ms'] for r in runs]):7.2f} ms "
-                f"ttfb 16 B {median([r['ttfb_ms'] for r in small_runs]):7.2f} ms"
+                f"pass {n}/{opts.passes} stream {t.label:<12} {median(mib_s):8.1f} MiB/s "
+                f"ttfb 20 MB {median([r['ttfb_ms'] for r in big]):7.2f} ms "
+                f"ttfb 16 B {median([r['ttfb_ms'] for r in small]):7.2f} ms"
             )
 
 

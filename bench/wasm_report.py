@@ -144,9 +144,13 @@ def _hello(results: Results, opts: Options) -> list[str]:
         "### hello (tiny JSON echo), 1 and 64 connections",
         "",
         "Medians of the passes. `fresh`: a new instance per request (edgefn's default and `wasmtime "
-        f"serve`'s); `reuse`: one instance serves up to {1000} requests (edgefn `instance_reuse = 1000`, "
+        "serve`'s); `reuse`: one instance serves up to 1000 requests (edgefn `instance_reuse = 1000`, "
         "`wasmtime serve --max-instance-reuse-count 1000`). CPU % is of one core, for the whole "
-        "process tree.",
+        "process tree. `wasmtime serve --help` (49) offers, for reuse: `--max-instance-reuse-count` "
+        "(default 1 for WASIp2 components, 128 for WASIp3), `--max-instance-concurrent-reuse-count` "
+        "(no effect on WASIp2 components, which cannot be called concurrently) and "
+        "`--idle-instance-timeout` (default 1 s); no `-S` option is about reuse. The row `edgefn-w1 no "
+        "function` is a redirect route: the gateway alone, the floor under every function.",
         "",
         table(headers, rows),
         "",

@@ -113,7 +113,10 @@ def test_edgefn_config_is_valid_and_names_each_function(tmp_path: Path) -> None:
     assert config.functions["hello-reuse"].instance_reuse == wasm.REUSE
     assert Path(config.functions["hello"].component) == wasm.EXAMPLES["hello"]
     assert Path(config.functions["hello-reuse"].component) == wasm.EXAMPLES["hello"]
-    assert sorted(r.path for r in config.routes) == ["/hello", "/hello-reuse", "/stream"]
+    by_path = {r.path: r for r in config.routes}
+    assert sorted(by_path) == ["/floor", "/hello", "/hello-reuse", "/stream"]
+    assert by_path["/hello-reuse"].function == "hello-reuse"
+    assert by_path[wasm.FLOOR_PATH].function is None and by_path[wasm.FLOOR_PATH].origin is None
 
 
 def test_workerd_config_serves_each_worker_on_its_port(tmp_path: Path) -> None:
