@@ -94,17 +94,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise CommandFailed(f"{path}: no such file")
+    headers = {"content-type": "application/wasm"}
+    if doc:
+        headers["x-edgefn-configuration"] = json.dumps(doc)  # code and settings in one write
     with path.open("rb") as wasm:
         info = call(
             args,
             "POST",
             f"/functions/{_name(args.name)}/code",
             content=wasm,
-            headers={"content-type": "application/wasm"},
+            headers=headers,
             timeout=600.0,  # the gateway compiles the component before it answers
         )
-    if doc:
-        info = {**info, "config": call(args, "PUT", f"/functions/{_name(args.name)}/configuration", json=doc)}
     _print(
         args,
         info,

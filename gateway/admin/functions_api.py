@@ -1,6 +1,7 @@
 """Admin endpoints of the function registry: code, configuration, versions, aliases, URLs, secrets.
 
-    POST   /functions/{name}/code                 raw .wasm body (max 256 MB): deploy $LATEST
+    POST   /functions/{name}/code                 raw .wasm body (max 256 MB): deploy $LATEST, with
+                                                  x-edgefn-configuration: {JSON} written in the same change
     GET    /functions                             {"functions": [...]}
     GET    /functions/{name}                      one function, with its versions and aliases
     DELETE /functions/{name}                      with its versions, aliases and URLs
@@ -58,6 +59,7 @@ Guard = Callable[[Handler], Handler]
 MAX_CODE_BYTES = 256 * 1024 * 1024
 MAX_JSON_BYTES = 1024 * 1024
 URL_KEYS = {"auth", "invoke_mode", "cors"}
+CONFIGURATION_HEADER = "x-edgefn-configuration"
 
 
 class ApiError(Exception):
@@ -109,6 +111,20 @@ async def _json(request: Request, *, required: bool = True) -> dict[str, Any]:
     return body
 
 
+def _configuration_header(request: Request) -> dict[str, Any] | None:
+    """Configuration keys sent with the code (`x-edgefn-configuration: {JSON}`), written with it."""
+    raw = request.headers.get(CONFIGURATION_HEADER)
+    if raw is None:
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"{CONFIGURATION_HEADER} is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", f"{CONFIGURATION_HEADER} must be a JSON object")
+    return body
+
+
 def _only(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
@@ -155,6 +171,7 @@ def function_routes(gateway: Gateway, guard: Guard) -> list[Route]:
         if runtime is None:
             raise ApiError(503, "starting", "the gateway has not finished starting")
         reg.check_deployable(name)
+        settings = _configuration_header(request)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_CODE_BYTES:
             raise ApiError(413, "payload_too_large", f"a component is at most {MAX_CODE_BYTES} bytes")
@@ -173,7 +190,7 @@ def function_routes(gateway: Gateway, guard: Guard) -> list[Route]:
                 existed = (await call(reg.get, name)).source == "registry"
             except NotFound:
                 existed = False
-            info = await call(reg.deploy, name, upload)
+            info = await call(reg.deploy, name, upload, settings)
         finally:
             upload.unlink(missing_ok=True)
         log.info("deployed %s: code sha256=%s (%d bytes)", name, info.code_sha256, info.code_size)

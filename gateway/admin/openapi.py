@@ -301,6 +301,16 @@ def _paths() -> dict[str, Schema]:
                     "required": True,
                     "content": {"application/wasm": {}, "application/octet-stream": {}},
                 },
+                params=(
+                    {
+                        "name": "x-edgefn-configuration",
+                        "in": "header",
+                        "required": False,
+                        "description": "configuration keys (JSON object, as PUT .../configuration) "
+                        "written in the same change as the code",
+                        "schema": STRING,
+                    },
+                ),
                 description="The file is validated and compiled first: one that is not a working component "
                 "is refused with the reason (400 invalid_component) and nothing changes.",
             ),

@@ -156,11 +156,20 @@ class Registry:
         if name in self.config_functions:
             raise Conflict(f"function {name!r} is defined in edgefn.toml; change it there")
 
-    def deploy(self, name: str, wasm_path: Path, config: FunctionConfig | None = None) -> FunctionInfo:
-        """Set $LATEST's code (and configuration, if given). The caller has validated the component."""
+    def deploy(
+        self, name: str, wasm_path: Path, config: FunctionConfig | Mapping[str, Any] | None = None
+    ) -> FunctionInfo:
+        """Set $LATEST's code, and its configuration in the same write when one is given.
+
+        A mapping changes only the keys it names (as `update_config`), so code and settings that
+        arrive together land together or not at all. The caller has validated the component.
+        """
         self.check_deployable(name)
         if config is not None:
-            config.check()
+            # Refused before the blob is stored: a refused deploy leaves no file behind.
+            given = config if isinstance(config, FunctionConfig) else FunctionConfig.from_doc(config)
+            given.check()
+            self._touch_secrets(given)
         sha, size = file_sha256(Path(wasm_path))
         self.store.put_blob(sha, Path(wasm_path))  # durable before any document names it
 
@@ -172,15 +181,20 @@ class Registry:
             if doc is None or doc.get("source") != "registry":
                 urls = doc.get("urls", {}) if doc is not None else {}
                 doc = {
-                    **FunctionInfo(name, sha, size, config or FunctionConfig(), now).to_doc(),
+                    **FunctionInfo(name, sha, size, FunctionConfig(), now).to_doc(),
                     "next_version": 1,
                     "urls": urls,
                 }
             else:
                 doc = {**doc, "code_sha256": sha, "code_size": size, "last_modified": now}
             if config is not None:
-                doc["config"] = config.to_doc()
-                changes |= self._touch_secrets(config)
+                settings = (
+                    config
+                    if isinstance(config, FunctionConfig)
+                    else FunctionConfig.from_doc(config, base=FunctionConfig.stored(doc["config"]))
+                )
+                doc["config"] = settings.to_doc()
+                changes |= self._touch_secrets(settings)
             changes[key] = (rev, doc)
             return changes, FunctionInfo.from_doc(doc)
 

@@ -93,6 +93,7 @@ class AdminNode:
 
     def call(self, method: str, path: str, token: str | None = TOKEN, **kwargs: Any) -> httpx.Response:
         headers = {"authorization": f"Bearer {token}"} if token is not None else {}
+        headers.update(kwargs.pop("headers", {}))
         return httpx.request(method, self.admin + path, headers=headers, timeout=120, **kwargs)
 
     def ok(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:

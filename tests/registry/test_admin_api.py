@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -154,6 +155,26 @@ def test_publish_versions_and_aliases(node: AdminNode, example_components: dict[
     assert node.call("DELETE", "/functions/hello/versions/x").status_code == 400
     assert node.call("DELETE", "/functions/hello/aliases/live").status_code == 204
     assert node.call("GET", "/functions/hello/aliases/live").status_code == 404
+
+
+def test_code_and_configuration_land_together(node: AdminNode, example_components: dict[str, Path]) -> None:
+    hello = example_components["hello"].read_bytes()
+    settings = {"x-edgefn-configuration": json.dumps({"memory_mb": 256, "env": {"WHO": "v1"}})}
+    info = node.ok("POST", "/functions/hello/code", 201, content=hello, headers=settings)
+    assert (info["config"]["memory_mb"], info["config"]["env"]) == (256, {"WHO": "v1"})
+    before = snapshot(node)
+    stream = example_components["stream"].read_bytes()
+    for header, text in [
+        (json.dumps({"secrets": {"TOKEN": "missing"}}), "secret 'missing' does not exist"),
+        (json.dumps({"memory_mb": 1}), "memory_mb"),
+        ("{not json", "is not JSON"),
+        ("[1]", "must be a JSON object"),
+    ]:
+        r = node.call("POST", "/functions/hello/code", content=stream, headers={"x-edgefn-configuration": header})
+        assert r.status_code == 400 and text in r.json()["error"]["message"], (header, r.text)
+        assert snapshot(node) == before  # neither the code nor the settings moved
+    changed = node.ok("POST", "/functions/hello/code", 200, content=stream, headers={"x-edgefn-configuration": "{}"})
+    assert changed["config"] == info["config"] and changed["code_sha256"] != info["code_sha256"]
 
 
 def test_configuration(node: AdminNode, example_components: dict[str, Path]) -> None:
