@@ -383,19 +383,15 @@ class _Host:
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
 
+@dataclass(slots=True)
 class OriginResponse:
     """Status, lower-cased raw headers and the body of an origin's response."""
 
-    __slots__ = ("body", "headers", "http_version", "reason", "status")
-
-    def __init__(
-        self, status: int, headers: RawHeaders, reason: bytes, http_version: str, body: Body
-    ) -> None:
-        self.status = status
-        self.headers = headers
-        self.reason = reason
-        self.http_version = http_version
-        self.body = body
+    status: int
+    headers: RawHeaders
+    reason: bytes
+    http_version: str
+    body: Body
 
 
 class Body(httpx.AsyncByteStream):

@@ -137,6 +137,16 @@ def respond(status: int = 200, body: bytes = b"ok", headers: str = "", *, keep: 
     return handler
 
 
+def held_until(release: asyncio.Event) -> Handler:
+    """Answers (with the request's target as the body) only once `release` is set."""
+
+    async def handler(request: Request, writer: asyncio.StreamWriter) -> bool:
+        await release.wait()
+        return await respond(body=request.target.encode())(request, writer)
+
+    return handler
+
+
 async def send(
     t: OriginTransport,
     server: RawServer,
@@ -513,12 +523,8 @@ def test_stale_pooled_connection_is_replayed_for_idempotent_requests_only(run: R
 def test_per_host_limit_is_respected_and_waiters_are_served_in_turn(run: Run) -> None:
     release = asyncio.Event()
 
-    async def held(request: Request, writer: asyncio.StreamWriter) -> bool:
-        await release.wait()
-        return await respond(body=request.target.encode())(request, writer)
-
     async def main() -> None:
-        async with RawServer(held) as server:
+        async with RawServer(held_until(release)) as server:
             t = OriginTransport(PoolLimits(max_per_host=2, max_total=10))
             tasks = [asyncio.create_task(send(t, server, f"/{i}")) for i in range(5)]
             await asyncio.sleep(0.5)
@@ -526,7 +532,7 @@ def test_per_host_limit_is_respected_and_waiters_are_served_in_turn(run: Run) ->
             assert t.open_connections == 2
             release.set()
             results = await asyncio.gather(*tasks)
-            assert [data for _, data in results] == [f"/{i}".encode() for i in range(5)]
+            assert [data for _, data in results] == [f"/{i}".encode() for i in range(5)]  # echoed
             assert server.max_active == 2
             assert server.connections == 2
             await t.aclose()
@@ -537,12 +543,8 @@ def test_per_host_limit_is_respected_and_waiters_are_served_in_turn(run: Run) ->
 def test_total_limit_waits_and_pool_timeout_when_nothing_frees(run: Run) -> None:
     release = asyncio.Event()
 
-    async def held(request: Request, writer: asyncio.StreamWriter) -> bool:
-        await release.wait()
-        return await respond()(request, writer)
-
     async def main() -> None:
-        async with RawServer(held) as a, RawServer(held) as b:
+        async with RawServer(held_until(release)) as a, RawServer(held_until(release)) as b:
             t = OriginTransport(PoolLimits(max_per_host=5, max_total=1))
             first = asyncio.create_task(send(t, a))
             await asyncio.sleep(0.2)
