@@ -103,7 +103,10 @@ def test_hold_keeps_every_connection_open_until_the_end() -> None:
     assert result["error_count"] == 0
 
 
-def test_edgefn_config_is_valid_and_names_each_function(tmp_path: Path) -> None:
+def test_edgefn_config_is_valid_and_names_each_function(
+    tmp_path: Path, example_components: dict[str, Path]
+) -> None:
+    """The config names the built example files (the fixture builds them in a fresh clone)."""
     text = wasm.edgefn_toml("b", 18000, 18001, tmp_path / "data", ["hello", "hello-reuse", "stream"])
     path = tmp_path / "edgefn.toml"
     path.write_text(text)
