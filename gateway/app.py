@@ -17,7 +17,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -28,7 +28,6 @@ from gateway.cache_phase import CachePhase
 from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target
 from gateway.edge_functions import EdgeFunction, Trigger
 from gateway.errors import GatewayError, error_from, error_response
-from gateway.fleet import GatewayFleet
 from gateway.function_urls import FunctionUrls
 from gateway.functions.invocations import Invocations
 from gateway.functions.outbound import GatewayTransport
@@ -40,6 +39,9 @@ from gateway.proxy import OriginTarget, shared_client
 from gateway.tracing import Tracer
 from routes import Config, RouteTable
 from wasm_runtime import Runtime
+
+if TYPE_CHECKING:
+    from gateway.fleet import GatewayFleet  # loads a Redis client: only for a fleet
 
 log = logging.getLogger("edgefn.gateway")
 
@@ -130,11 +132,15 @@ class Gateway:
 
     async def startup(self) -> None:
         """Load functions and compile every route's plan; nothing here runs per request."""
-        self.fleet = await GatewayFleet.join(self)
+        if self.config.node.control_plane != "sqlite":
+            from gateway.fleet import GatewayFleet
+
+            self.fleet = await GatewayFleet.join(self)
         self.registry = await asyncio.to_thread(open_registry, self.config.node, self.config.functions)
         if self.runtime is None:  # also without config functions: deployed ones need it
             transport = GatewayTransport(self.http, self.pools)
-            self.runtime = Runtime(self.config.node.data_dir, transport=transport)
+            node = self.config.node
+            self.runtime = Runtime(node.data_dir, transport=transport, max_threads=node.wasm_threads)
         # Always: functions deployed at run time need the queue, the service and their URLs.
         self.invocations = Invocations.for_gateway(self)
         self.functions = Functions(

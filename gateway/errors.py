@@ -22,10 +22,10 @@ import logging
 
 import httpx
 
-from edge.sync import ControlPlaneError
+from edge.errors import ControlPlaneError
 from gateway.context import EdgeResponse, single_chunk
 from gateway.policies.auth import AuthFailure
-from wasm_runtime import FunctionError
+from wasm_runtime import FunctionError, FunctionThrottled
 
 
 class GatewayError(Exception):
@@ -108,6 +108,8 @@ def error_from(exc: BaseException) -> GatewayError:
     if isinstance(exc, ControlPlaneError):
         # The detail (Redis address, error) goes to the log, not to the client.
         return ControlPlaneUnavailable("the fleet's shared state is unavailable; try again")
+    if isinstance(exc, FunctionThrottled):
+        return Throttled(str(exc), retry_after_s=exc.retry_after_s)
     if isinstance(exc, FunctionError):
         cls = UpstreamTimeout if exc.status == 504 else UpstreamError
         return cls(str(exc), code=exc.code)

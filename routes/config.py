@@ -35,6 +35,7 @@ class Node:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32",)
     geoip_db: Path | None = None
     control_plane: str = "sqlite"
+    wasm_threads: int = 512  # guest invocations running at once (a streaming one holds its thread)
 
 
 @dataclass(frozen=True, slots=True)

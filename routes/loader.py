@@ -740,6 +740,7 @@ class _Loader:
             trusted_proxies=proxies,
             geoip_db=self._file(t, "geoip_db", None),
             control_plane=control_plane,
+            wasm_threads=t.integer("wasm_threads", 512, minimum=1, maximum=65536),
         )
         t.finish()
         return node

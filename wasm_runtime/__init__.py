@@ -17,6 +17,7 @@ from .api import (
 from .errors import (
     FunctionError,
     FunctionFailed,
+    FunctionThrottled,
     FunctionTimeout,
     FunctionTrap,
     InvalidComponent,
@@ -29,6 +30,7 @@ from .runtime import LoadedComponent, Runtime
 __all__ = [
     "FunctionError",
     "FunctionFailed",
+    "FunctionThrottled",
     "FunctionTimeout",
     "FunctionTrap",
     "GuestRequest",

@@ -73,7 +73,7 @@ class Invocation:
         self.request_id = request_id
         self.log_fn = log_fn
         self.cond = threading.Condition()
-        self.deadline = time.monotonic() + limits.timeout_s
+        self.deadline = time.monotonic() + limits.timeout_s  # from arrival: a wait for a thread counts
         self.cancelled = False
         self.abort: HostAbort | None = None
         self.host_error: BaseException | None = None
@@ -84,9 +84,6 @@ class Invocation:
         # output streams holding written-but-unflushed bytes; pushed out before any wait, so a
         # guest that writes and then sleeps (without flush, as StarlingMonkey does) still streams
         self.unflushed: set[Any] = set()
-
-    def start_clock(self) -> None:
-        self.deadline = time.monotonic() + self.limits.timeout_s
 
     def wake(self) -> None:
         with self.cond:

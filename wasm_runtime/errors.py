@@ -3,7 +3,8 @@
 FunctionError                 the guest misbehaved; the gateway answers .status with .code
 ├── FunctionTimeout           504: wall-clock limit reached (epoch interrupt or a host wait)
 ├── FunctionTrap              502: trap, memory cap, panic, unhandled guest exception
-└── FunctionFailed            502: returned an error-code, or never set a response
+├── FunctionFailed            502: returned an error-code, or never set a response
+└── FunctionThrottled         429: no guest thread free within the request's timeout (Retry-After)
 InvalidComponent              the file is not a usable wasi:http/proxy component
 OutboundDenied                the outbound policy refused an authority (guest sees HTTP-request-denied)
 OutboundError                 a transport failure, named by its wasi:http error-code case
@@ -51,3 +52,11 @@ class OutboundError(Exception):
         super().__init__(message or kind)
         self.kind = kind
         self.payload = payload
+
+
+class FunctionThrottled(FunctionError):
+    """429: no guest thread became free within the request's timeout (the runtime's thread cap)."""
+
+    status = 429
+    code = "throttled"
+    retry_after_s = 1

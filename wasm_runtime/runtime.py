@@ -39,6 +39,7 @@ from ._context import GuestExit, HostCancelled, HostTimeout, Invocation, StoreSt
 from ._http import IncomingRequest, OutgoingResponse, ResponseOutparam
 from ._linker import build_linker
 from ._streams import ChunkSink
+from ._threads import ThreadSlots
 from .api import GuestRequest, GuestResponse, InvocationStats, Limits, OutboundTransport
 from .errors import FunctionError, FunctionFailed, FunctionTimeout, FunctionTrap, InvalidComponent
 from .ids import RID
@@ -47,6 +48,7 @@ from .outbound import HttpxTransport, OutboundPolicy
 log = logging.getLogger("edgefn.wasm")
 
 TICK_S = 0.01
+DEFAULT_THREADS = 512  # threads are cheap; a held Python guest's instance memory is what bounds this
 STATS_WAIT_S = 0.1
 CHECK_TICKS = 10  # a running guest is checked for cancellation every CHECK_TICKS * TICK_S
 COMPONENT_MAGIC = b"\x00asm\x0d\x00\x01\x00"
@@ -145,9 +147,14 @@ class Runtime:
         data_dir: Path,
         *,
         transport: OutboundTransport | None = None,
-        max_threads: int = 64,
+        max_threads: int = DEFAULT_THREADS,
+        max_threads_per_function: int | None = None,
         cache_size: int = 32,
     ) -> None:
+        """`max_threads`: invocations that may run at once (each holds a thread while it runs,
+        a streaming one for as long as its client reads); one function may hold at most
+        `max_threads_per_function` of them (default: all but an eighth). Over either, a request
+        waits within its own timeout, then gets FunctionThrottled (429)."""
         cfg, self.engine_key = _engine_config()
         self.engine = Engine(cfg)
         _compat.install()
@@ -155,6 +162,7 @@ class Runtime:
         self.compiled_dir = Path(data_dir) / "compiled"
         self.transport: OutboundTransport = transport or HttpxTransport()
         self._own_transport = transport is None
+        self.threads = ThreadSlots(max_threads, max_threads_per_function)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="wasm")
         self._cache: cachetools.LRUCache[str, LoadedComponent] = cachetools.LRUCache(cache_size)
         self._load_locks: dict[str, asyncio.Lock] = {}
@@ -167,6 +175,17 @@ class Runtime:
     def active(self) -> int:
         """Invocations running now (for a gauge)."""
         return len(self._active)
+
+    def stats(self) -> dict[str, int]:
+        """Gauges of the guest threads: the cap, running, waiting for a thread, throttled (total)."""
+        t = self.threads
+        return {
+            "threads": t.total,
+            "threads_per_function": t.per_function,
+            "running": t.running,
+            "waiting_for_thread": t.waiting,
+            "throttled": t.throttled,
+        }
 
     def _tick(self) -> None:
         while not self._stop.wait(TICK_S):
@@ -252,9 +271,12 @@ class Runtime:
         request_id: str = "",
         log: Callable[[str, str], None] | None = None,
         transport: OutboundTransport | None = None,
+        function: str | None = None,
     ) -> GuestResponse:
         """Run one request; `transport` replaces the runtime's for this invocation's outbound calls
-        (edge functions use it to send "their own URL" down the gateway's pipeline)."""
+        (edge functions use it to send "their own URL" down the gateway's pipeline). `function`
+        names whose share of the guest threads this counts against (default: the component's).
+        The timeout runs from this call, so waiting for a thread is part of it."""
         loop = asyncio.get_running_loop()
         inv = Invocation(
             loop=loop,
@@ -268,9 +290,15 @@ class Runtime:
         )
         if self._stop.is_set():
             raise FunctionFailed("the runtime is shutting down")
-        head: asyncio.Future[tuple[int, list[tuple[str, bytes]], ChunkSink]] = loop.create_future()
+        key = function or component.sha256
         stats = InvocationStats()
-        worker = loop.run_in_executor(self._executor, self._run, component, inv, head, stats)
+        stats.thread_wait_ms = await self.threads.acquire(key, inv.deadline) * 1000
+        head: asyncio.Future[tuple[int, list[tuple[str, bytes]], ChunkSink]] = loop.create_future()
+        try:
+            worker = loop.run_in_executor(self._executor, self._run, component, inv, head, stats, key)
+        except BaseException:
+            self.threads.release(key)
+            raise
         try:
             status, headers, sink = await head
         except BaseException:
@@ -302,9 +330,9 @@ class Runtime:
         inv: Invocation,
         head: asyncio.Future[Any],
         stats: InvocationStats,
+        key: str,
     ) -> None:
         t0 = time.perf_counter()
-        inv.start_clock()
         self._active.add(inv)
         outcome = _Outcome(inv, head)
         try:
@@ -322,6 +350,7 @@ class Runtime:
             current.store = None
             self._active.discard(inv)
             stats.duration_ms = (time.perf_counter() - t0) * 1000
+            self.threads.release(key)
 
     def _instantiate(self, comp: LoadedComponent, inv: Invocation) -> _Warm:
         store = Store(self.engine)
@@ -411,6 +440,7 @@ class Runtime:
         """Stops every running guest (host waits are cancelled, wasm is interrupted by moving
         the epoch past every deadline), then the ticker and the worker threads."""
         self._stop.set()
+        self.threads.close()
         running = list(self._active)
         for inv in running:
             inv.cancel()

@@ -19,7 +19,15 @@ from gateway.errors import Throttled
 from gateway.functions.telemetry import InvocationRecord, InvocationTelemetry
 from gateway.proxy import forwarded_headers
 from routes.config import Function
-from wasm_runtime import GuestRequest, GuestResponse, Limits, OutboundPolicy, OutboundTransport, Runtime
+from wasm_runtime import (
+    FunctionThrottled,
+    GuestRequest,
+    GuestResponse,
+    Limits,
+    OutboundPolicy,
+    OutboundTransport,
+    Runtime,
+)
 
 log = logging.getLogger("edgefn.functions")
 function_log = logging.getLogger("edgefn.function")
@@ -147,9 +155,12 @@ class FunctionTarget:
                 request_id=request_id,
                 log=record.guest_log if record else _guest_logger(name, self.version, request_id),
                 transport=transport,
+                function=name,
             )
         except BaseException as exc:
             await self.concurrency.release(name, slot)
+            if isinstance(exc, FunctionThrottled) and self.telemetry is not None:
+                self.telemetry.throttled(name, self.version)
             if record is not None:
                 record.end(None, error=exc)
             raise
