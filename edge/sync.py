@@ -43,6 +43,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 import redis.asyncio as aredis
 
+from edge.errors import ControlPlaneError
+
 log = logging.getLogger("edgefn.fleet")
 
 DEFAULT_LEASE_S = 15.0
@@ -53,10 +55,6 @@ RECONNECT_MAX_S = 5.0
 OWN_PARAMETERS = frozenset({"lease_s", "wait_replicas", "prefix"})
 
 Callback = Callable[[dict[str, Any]], None]
-
-
-class ControlPlaneError(RuntimeError):
-    """Redis could not be reached or refused a command: shared state is unavailable right now."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ from typing import Any, Protocol, TypeVar
 
 import redis
 
-from edge.sync import ControlPlane, ControlPlaneError
+from edge.errors import ControlPlaneError
+from edge.sync import ControlPlane
 
 log = logging.getLogger("edgefn.fleet.queue")
 

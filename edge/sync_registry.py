@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 
 import redis
 
-from edge.sync import ControlPlane, ControlPlaneError
+from edge.errors import ControlPlaneError
+from edge.sync import ControlPlane
 
 log = logging.getLogger("edgefn.fleet.registry")
 

@@ -17,7 +17,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edge.sync import ControlPlaneError, Fleet, FleetSlots
+from edge.errors import ControlPlaneError
+from edge.sync import Fleet, FleetSlots
 from edge.sync_queue import RedisEventStore
 from gateway.functions.queue import Event, Store
 

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edge.cache import EdgeCache
-from edge.sync import ControlPlaneError
+from edge.errors import ControlPlaneError
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

@@ -43,7 +43,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from edge.sync import ControlPlaneError
+from edge.errors import ControlPlaneError
 from gateway.functions.registry import Invalid, NotFound, Registry, RegistryError, UrlInfo
 from routes import ConfigError
 from routes.loader import function_url_from_dict

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from edge.sync import ControlPlaneError
+from edge.errors import ControlPlaneError
 from gateway.context import EdgeRequest, EdgeResponse, single_chunk
 from gateway.errors import BadRequest, GatewayError, Throttled
 from gateway.pipeline import read_bounded
