@@ -125,6 +125,7 @@ class Function:
     env: tuple[tuple[str, str], ...] = ()
     outbound: tuple[str, ...] = ()
     instance_reuse: int = 0
+    provisioned: int = 0  # instances made ahead of demand (Lambda's provisioned concurrency)
     async_: AsyncInvoke = AsyncInvoke()
     url: FunctionUrl | None = None
     schedule: tuple[str, ...] = ()

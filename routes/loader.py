@@ -329,6 +329,10 @@ class _Loader:
         if ut is not None:
             url = self._function_url(ut)
         schedules = self._schedules(t)
+        instance_reuse = t.integer("instance_reuse", 0, minimum=0)
+        provisioned = t.integer("provisioned", 0, minimum=0, maximum=1000)
+        if provisioned and not instance_reuse:
+            t.add("provisioned", "needs instance_reuse of 1 or more")
         function = Function(
             name=name,
             component=component if component is not None else Path(),
@@ -337,7 +341,8 @@ class _Loader:
             reserved_concurrency=t.integer("reserved_concurrency", 0, minimum=0, maximum=100_000),
             env=env,
             outbound=outbound,
-            instance_reuse=t.integer("instance_reuse", 0, minimum=0),
+            instance_reuse=instance_reuse,
+            provisioned=provisioned,
             async_=async_,
             url=url,
             schedule=schedules,

@@ -10,7 +10,6 @@ nothing else.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import ctypes
@@ -24,20 +23,21 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cachetools
 from wasmtime import Config, Engine, Store, WasmtimeError
 from wasmtime import _ffi as ffi
-from wasmtime.component import Component, ExportIndex, Func, Linker, ResourceHost
+from wasmtime.component import Component, ExportIndex, Linker, ResourceHost
 
 from . import _compat
 from ._canon import Err, Ok
 from ._context import GuestExit, HostCancelled, HostTimeout, Invocation, StoreState, current
 from ._http import IncomingRequest, OutgoingResponse, ResponseOutparam
 from ._linker import build_linker
+from ._pool import Warm, WarmPool
 from ._streams import ChunkSink
 from ._threads import ThreadSlots
 from .api import GuestRequest, GuestResponse, InvocationStats, Limits, OutboundTransport
@@ -56,14 +56,6 @@ HANDLER = re.compile(r"^wasi:http/incoming-handler@0\.2\.\d+$")
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 
-@dataclass
-class _Warm:
-    store: Store
-    state: StoreState
-    func: Func
-    served: int = 0
-
-
 @dataclass(eq=False)
 class LoadedComponent:
     """A compiled component with its linker; shared by every invocation of it."""
@@ -77,17 +69,6 @@ class LoadedComponent:
     from_cache: bool = False
     load_ms: float = 0.0
     reuse_ok: bool = True
-    _warm: collections.deque[_Warm] = field(default_factory=collections.deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take_warm(self) -> _Warm | None:
-        with self._lock:
-            return self._warm.pop() if self._warm else None
-
-    def give_back(self, warm: _Warm, limit: int) -> None:
-        with self._lock:
-            if len(self._warm) < limit:
-                self._warm.append(warm)
 
 
 _CALLBACK_T, _FINALIZER_T = (ffi.dll.wasmtime_store_epoch_deadline_callback.argtypes[i] for i in (1, 3))
@@ -150,6 +131,7 @@ class Runtime:
         max_threads: int = DEFAULT_THREADS,
         max_threads_per_function: int | None = None,
         cache_size: int = 32,
+        warm_budget_mb: int = 4096,
     ) -> None:
         """`max_threads`: invocations that may run at once (each holds a thread while it runs,
         a streaming one for as long as its client reads); one function may hold at most
@@ -167,6 +149,9 @@ class Runtime:
         self._cache: cachetools.LRUCache[str, LoadedComponent] = cachetools.LRUCache(cache_size)
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._active: set[Invocation] = set()
+        self.warm_budget_mb = warm_budget_mb
+        self._pools: dict[tuple[str, int], WarmPool] = {}  # for callers that bring no pool
+        self._maker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wasm-warm")
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
         self._ticker.start()
@@ -258,6 +243,47 @@ class Runtime:
             log.info("compiled %s sha256=%s in %.1f s", name, sha[:12], ms / 1000)
         return LoadedComponent(name, sha, component, linker, handler, handle_index, from_cache, ms)
 
+    # warm instances ---------------------------------------------------------------------------
+
+    def warm_pool(self, component: LoadedComponent, limits: Limits, *, provisioned: int = 0) -> WarmPool:
+        """A pool of warm instances for one function configuration; with `provisioned`, start
+        making that many instances now, in the background (`instance_reuse` must allow reuse)."""
+        if provisioned and limits.instance_reuse < 1:
+            raise ValueError("provisioned instances need instance_reuse of 1 or more")
+        pool = WarmPool(limits.memory_mb, provisioned=provisioned, budget_mb=self.warm_budget_mb)
+        self._provision(component, pool)
+        return pool
+
+    async def provisioned_ready(self, pool: WarmPool) -> None:
+        """Waits until the instances being made for `pool` are made (or failed)."""
+        await asyncio.wrap_future(self._maker.submit(lambda: None))
+
+    def _provision(self, comp: LoadedComponent, pool: WarmPool) -> None:
+        if not pool.provisioned or not comp.reuse_ok or self._stop.is_set():
+            return
+        for _ in range(pool.wanted()):
+            try:
+                self._maker.submit(self._make, comp, pool)
+            except RuntimeError:  # shut down between the check and the submit
+                pool.add_made(None)
+
+    def _make(self, comp: LoadedComponent, pool: WarmPool) -> None:
+        warm: Warm | None = None
+        try:
+            warm = self._instantiate(comp, pool.memory_mb, CHECK_TICKS)
+        except Exception:
+            log.exception("making a provisioned instance of %s failed", comp.name)
+        finally:
+            current.store = None
+            pool.add_made(warm)
+
+    def _default_pool(self, comp: LoadedComponent, limits: Limits) -> WarmPool:
+        key = (comp.sha256, limits.memory_mb)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = WarmPool(limits.memory_mb, budget_mb=self.warm_budget_mb)
+        return pool
+
     # invocation ------------------------------------------------------------------------------
 
     async def invoke(
@@ -272,10 +298,13 @@ class Runtime:
         log: Callable[[str, str], None] | None = None,
         transport: OutboundTransport | None = None,
         function: str | None = None,
+        pool: WarmPool | None = None,
     ) -> GuestResponse:
         """Run one request; `transport` replaces the runtime's for this invocation's outbound calls
         (edge functions use it to send "their own URL" down the gateway's pipeline). `function`
-        names whose share of the guest threads this counts against (default: the component's).
+        names whose share of the guest threads this counts against (default: the component's);
+        `pool` holds this function's warm instances (default: one per component and memory_mb,
+        for callers that run a component under one configuration).
         The timeout runs from this call, so waiting for a thread is part of it."""
         loop = asyncio.get_running_loop()
         inv = Invocation(
@@ -292,10 +321,12 @@ class Runtime:
             raise FunctionFailed("the runtime is shutting down")
         key = function or component.sha256
         stats = InvocationStats()
+        if pool is None and limits.instance_reuse > 0:
+            pool = self._default_pool(component, limits)
         stats.thread_wait_ms = await self.threads.acquire(key, inv.deadline) * 1000
         head: asyncio.Future[tuple[int, list[tuple[str, bytes]], ChunkSink]] = loop.create_future()
         try:
-            worker = loop.run_in_executor(self._executor, self._run, component, inv, head, stats, key)
+            worker = loop.run_in_executor(self._executor, self._run, component, inv, head, stats, key, pool)
         except BaseException:
             self.threads.release(key)
             raise
@@ -331,12 +362,13 @@ class Runtime:
         head: asyncio.Future[Any],
         stats: InvocationStats,
         key: str,
+        pool: WarmPool | None,
     ) -> None:
         t0 = time.perf_counter()
         self._active.add(inv)
         outcome = _Outcome(inv, head)
         try:
-            self._execute(comp, inv, outcome, stats)
+            self._execute(comp, inv, outcome, stats, pool)
         except BaseException as exc:  # a bug here must still answer the caller, never hang it
             log.exception("invocation of %s failed inside the runtime", comp.name)
             outcome.fail(FunctionTrap(f"runtime error: {exc}"))
@@ -352,34 +384,56 @@ class Runtime:
             stats.duration_ms = (time.perf_counter() - t0) * 1000
             self.threads.release(key)
 
-    def _instantiate(self, comp: LoadedComponent, inv: Invocation) -> _Warm:
+    def _instantiate(self, comp: LoadedComponent, memory_mb: int, ticks: int) -> Warm:
         store = Store(self.engine)
-        store.set_limits(memory_size=inv.limits.memory_mb << 20)
+        store.set_limits(memory_size=memory_mb << 20)
         ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _on_epoch_deadline, None, _NO_FINALIZER)
         state = StoreState()
         current.store = state
-        store.set_epoch_deadline(self._ticks(inv))
+        store.set_epoch_deadline(ticks)
         instance = comp.linker.instantiate(store, comp.component)
         func = instance.get_func(store, comp.handle_index)
         if func is None:
             raise InvalidComponent(f"{comp.name}: handle is not a function")
-        return _Warm(store, state, func)
+        return Warm(store, state, func)
 
     def _ticks(self, inv: Invocation) -> int:
         return max(1, min(CHECK_TICKS, math.ceil(max(0.0, inv.deadline - time.monotonic()) / TICK_S)))
 
     def _execute(
-        self, comp: LoadedComponent, inv: Invocation, outcome: _Outcome, stats: InvocationStats
+        self,
+        comp: LoadedComponent,
+        inv: Invocation,
+        outcome: _Outcome,
+        stats: InvocationStats,
+        pool: WarmPool | None,
     ) -> None:
         current.inv = inv
-        reuse = inv.limits.instance_reuse > 0 and comp.reuse_ok
-        warm = comp.take_warm() if reuse else None
+        if pool is None or not (inv.limits.instance_reuse > 0 and comp.reuse_ok):
+            self._serve(comp, inv, outcome, stats, None)
+            return
+        kept: Warm | None = None
+        try:
+            kept = self._serve(comp, inv, outcome, stats, pool.take())
+        finally:
+            pool.done(kept if comp.reuse_ok else None)
+            self._provision(comp, pool)
+
+    def _serve(
+        self,
+        comp: LoadedComponent,
+        inv: Invocation,
+        outcome: _Outcome,
+        stats: InvocationStats,
+        warm: Warm | None,
+    ) -> Warm | None:
+        """Runs the request on `warm` (or a new instance); returns the instance if it may serve again."""
         stats.fresh_instance = warm is None
         error: FunctionError | None = None
         try:
             if warm is None:
                 t = time.perf_counter()
-                warm = self._instantiate(comp, inv)
+                warm = self._instantiate(comp, inv.limits.memory_mb, self._ticks(inv))
                 stats.init_ms = (time.perf_counter() - t) * 1000
             else:
                 current.store = warm.state
@@ -407,16 +461,16 @@ class Runtime:
                     "%s cannot serve a second request on one instance; using fresh instances", comp.name
                 )
                 comp.reuse_ok = False
-                stats.fresh_instance = True
                 inv.cleanups.clear()
-                return self._execute(comp, inv, outcome, stats)
+                return self._serve(comp, inv, outcome, stats, None)
             error = FunctionFailed("the function returned without setting a response")
         if error is not None:
             outcome.fail(error)
-            return
+            return None
         outcome.complete()
-        if reuse and warm is not None and warm.served < inv.limits.instance_reuse and comp.reuse_ok:
-            comp.give_back(warm, limit=4)
+        if warm is not None and warm.served < inv.limits.instance_reuse and comp.reuse_ok:
+            return warm
+        return None
 
     def _classify(self, inv: Invocation, exc: WasmtimeError) -> FunctionError:
         abort = inv.abort
@@ -449,6 +503,8 @@ class Runtime:
             self.engine.increment_epoch()
         await asyncio.to_thread(self._ticker.join, 1.0)
         await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
+        await asyncio.to_thread(self._maker.shutdown, True, cancel_futures=True)
+        self._pools.clear()
         if self._own_transport and isinstance(self.transport, HttpxTransport):
             await self.transport.aclose()
 

@@ -101,6 +101,12 @@ CONFIG: Schema = obj(
         "secrets": {**STRING_MAP, "description": "ENV_NAME -> secret name; the value is never shown"},
         "outbound": {**STRINGS, "description": "origin names or host:port the function may call"},
         "instance_reuse": {"type": "integer", "minimum": 0},
+        "provisioned": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 1000,
+            "description": "instances made ahead of demand (needs instance_reuse > 0)",
+        },
         "async": obj(
             {
                 "max_retries": {"type": "integer", "minimum": 0, "maximum": 10},

@@ -99,6 +99,7 @@ class FunctionConfig:
     secrets: tuple[tuple[str, str], ...] = ()  # (ENV_NAME, secret name): the value is read at invoke time
     outbound: tuple[str, ...] = ()
     instance_reuse: int = 0
+    provisioned: int = 0  # instances made ahead of demand; needs instance_reuse > 0
     async_: AsyncInvoke = DEFAULT_ASYNC
     schedule: tuple[str, ...] = ()
 
@@ -112,6 +113,10 @@ class FunctionConfig:
             raise Invalid(f"reserved_concurrency: {self.reserved_concurrency} must be 0 (no limit) to 100000")
         if self.instance_reuse < 0:
             raise Invalid(f"instance_reuse: {self.instance_reuse} must be 0 or more")
+        if not 0 <= self.provisioned <= 1000:
+            raise Invalid(f"provisioned: {self.provisioned} must be 0 to 1000")
+        if self.provisioned and not self.instance_reuse:
+            raise Invalid("provisioned: needs instance_reuse of 1 or more")
         for key, _ in (*self.env, *self.secrets):
             if not values.ENV_NAME.fullmatch(key):
                 raise Invalid(f"env: {key!r} is not an environment variable name (letters, digits, '_')")
@@ -147,6 +152,7 @@ class FunctionConfig:
             "secrets": dict(self.secrets),
             "outbound": list(self.outbound),
             "instance_reuse": self.instance_reuse,
+            "provisioned": self.provisioned,
             "async": {
                 "max_retries": self.async_.max_retries,
                 "retry_delays_s": list(self.async_.retry_delays_s),
@@ -175,6 +181,8 @@ class FunctionConfig:
             changes["reserved_concurrency"] = _need(doc, "reserved_concurrency", int, "an integer", "")
         if "instance_reuse" in doc:
             changes["instance_reuse"] = _need(doc, "instance_reuse", int, "an integer", "")
+        if "provisioned" in doc:
+            changes["provisioned"] = _need(doc, "provisioned", int, "an integer", "")
         if "env" in doc:
             changes["env"] = _string_map(doc, "env", "")
         if "secrets" in doc:
@@ -221,6 +229,7 @@ class FunctionConfig:
             secrets=tuple(sorted(doc["secrets"].items())),
             outbound=tuple(doc["outbound"]),
             instance_reuse=doc["instance_reuse"],
+            provisioned=doc.get("provisioned", 0),  # stored before the key existed: none
             async_=AsyncInvoke(a["max_retries"], tuple(a["retry_delays_s"]), a["max_event_age_s"]),
             schedule=tuple(doc["schedule"]),
         )
@@ -235,6 +244,7 @@ class FunctionConfig:
             env=function.env,
             outbound=function.outbound,
             instance_reuse=function.instance_reuse,
+            provisioned=function.provisioned,
             async_=function.async_,
             schedule=function.schedule,
         )

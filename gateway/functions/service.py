@@ -144,6 +144,9 @@ class Functions:
                 telemetry=self.telemetry,
                 concurrency=self._limit(name, function.reserved_concurrency),
             )
+            target = self._config_targets[name]
+            if target.pool is not None and function.provisioned:
+                await self.runtime.provisioned_ready(target.pool)  # at start-up, not on a request
             log.info("function %s ready", name)
         self._observe(await asyncio.to_thread(self.registry.revision))
 
@@ -305,6 +308,7 @@ class Functions:
             env=(*config.env, *secret_env),
             outbound=config.outbound,
             instance_reuse=config.instance_reuse,
+            provisioned=config.provisioned,
             async_=config.async_,
             schedule=config.schedule,
         )

@@ -100,6 +100,12 @@ class FunctionTarget:
         self.env = dict(function.env)
         self.secrets = secrets
         self.concurrency = concurrency or ConcurrencyLimit(function.reserved_concurrency)
+        # this configuration's warm instances (never shared: env and globals stay per function)
+        self.pool = (
+            runtime.warm_pool(component, self.limits, provisioned=function.provisioned)  # type: ignore[arg-type]
+            if function.instance_reuse
+            else None
+        )
         self.via = f"1.1 {via}".encode()
 
     async def handle(self, request: EdgeRequest) -> EdgeResponse:
@@ -156,6 +162,7 @@ class FunctionTarget:
                 log=record.guest_log if record else _guest_logger(name, self.version, request_id),
                 transport=transport,
                 function=name,
+                pool=self.pool,
             )
         except BaseException as exc:
             await self.concurrency.release(name, slot)

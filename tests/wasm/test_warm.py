@@ -1,0 +1,115 @@
+"""Warm instances: reused up to instance_reuse, a pool sized to demand, provisioned instances."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway.functions.registry_records import FunctionConfig, Invalid
+from routes.errors import ConfigError
+from routes.loader import load_config
+from wasm_runtime import InvocationStats, Limits
+
+from .conftest import arun
+from .helpers import drain, request, runtime
+
+
+def test_an_instance_serves_up_to_instance_reuse_requests(components: dict[str, Path], data_dir: Path) -> None:
+    async def main() -> list[bool]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["hello"])
+            pool = rt.warm_pool(comp, Limits(instance_reuse=3))
+            fresh = []
+            for _ in range(7):
+                resp = await rt.invoke(comp, request("/"), limits=Limits(instance_reuse=3), pool=pool)
+                await drain(resp)
+                await asyncio.sleep(0.01)  # the instance goes back when the worker has finished
+                fresh.append(resp.stats.fresh_instance)
+            return fresh
+
+    assert arun(main()) == [True, False, False, True, False, False, True]
+
+
+def test_the_pool_keeps_as_many_instances_as_were_in_flight(components: dict[str, Path], data_dir: Path) -> None:
+    limits = Limits(instance_reuse=1000, memory_mb=64)
+
+    async def burst(rt, comp, pool) -> list[InvocationStats]:  # type: ignore[no-untyped-def]
+        resps = await asyncio.gather(
+            *(rt.invoke(comp, request("/?n=2&ms=300"), limits=limits, pool=pool) for _ in range(6))
+        )
+        await asyncio.gather(*(drain(r) for r in resps))
+        return [r.stats for r in resps]
+
+    async def main() -> tuple[int, list[bool]]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["stream"])
+            pool = rt.warm_pool(comp, limits)
+            # six streams in flight at once: each holds its instance until its body ends
+            first = await burst(rt, comp, pool)
+            assert all(s.fresh_instance for s in first)
+            for _ in range(200):
+                if pool.in_flight == 0:
+                    break
+                await asyncio.sleep(0.02)
+            kept = pool.idle
+            second = await burst(rt, comp, pool)
+            return kept, [s.fresh_instance for s in second]
+
+    kept, second_fresh = arun(main())
+    assert kept == 6  # the old fixed pool kept 4
+    assert second_fresh == [False] * 6
+
+
+def test_provisioned_instances_are_made_ahead_and_refilled(components: dict[str, Path], data_dir: Path) -> None:
+    limits = Limits(instance_reuse=1)  # every request spends its instance: each one is refilled
+
+    async def main() -> tuple[int, list[tuple[bool, float]], int, int]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["hello"])
+            pool = rt.warm_pool(comp, limits, provisioned=2)
+            await rt.provisioned_ready(pool)
+            ready = pool.idle
+            seen = []
+            for _ in range(3):
+                resp = await rt.invoke(comp, request("/"), limits=limits, pool=pool)
+                await drain(resp)
+                seen.append((resp.stats.fresh_instance, resp.stats.init_ms))
+                for _ in range(200):  # the refill runs in the background after the request
+                    if pool.idle == 2 and pool.in_flight == 0:
+                        break
+                    await asyncio.sleep(0.02)
+            return ready, seen, pool.idle, pool.made
+
+    ready, seen, idle_after, made = arun(main())
+    assert ready == 2
+    assert seen == [(False, 0.0)] * 3  # no request paid for instantiation
+    assert idle_after == 2
+    assert made == 5  # 2 at load, then one after each spent instance
+
+
+def test_provisioned_needs_instance_reuse(components: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["hello"])
+            with pytest.raises(ValueError, match="instance_reuse"):
+                rt.warm_pool(comp, Limits(), provisioned=1)
+
+    arun(main())
+    with pytest.raises(Invalid, match="provisioned: needs instance_reuse"):
+        FunctionConfig.from_doc({"provisioned": 2})
+    assert FunctionConfig.from_doc({"provisioned": 2, "instance_reuse": 10}).provisioned == 2
+    path = tmp_path / "edgefn.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            [functions.hello]
+            component = "{components["hello"]}"
+            provisioned = 2
+            """
+        )
+    )
+    with pytest.raises(ConfigError, match=r"functions\.hello\.provisioned: needs instance_reuse"):
+        load_config(path)

@@ -1,0 +1,112 @@
+"""Warm instances of one function: sized to its recent demand, and provisioned ahead of it.
+
+With `instance_reuse = N` an instance may serve N requests. A fixed pool of 4 idle instances meant
+that under load (64 concurrent requests) most requests still instantiated, so the pool is sized to
+demand: it keeps as many idle instances as the function has had invocations in flight at once
+recently (the peak over the current and the previous `WINDOW_S`), bounded by a memory budget
+counted in the function's `memory_mb` (the most one instance may grow to). Demand that falls away
+shrinks the pool within two windows.
+
+`provisioned = P` is Lambda's provisioned concurrency: P instances are made when the function is
+loaded, off the request path, and made again in the background whenever a request takes one,
+so a burst of up to P requests never pays for instantiation.
+
+A pool belongs to one function configuration (its caller builds it), never to a component: two
+functions built from the same file have different environments and secrets, and an instance keeps
+its globals between requests.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from wasmtime import Store
+from wasmtime.component import Func
+
+if TYPE_CHECKING:
+    from ._context import StoreState
+
+WINDOW_S = 10.0
+
+
+@dataclass(eq=False)
+class Warm:
+    store: Store
+    state: StoreState
+    func: Func
+    served: int = 0
+
+
+class WarmPool:
+    def __init__(self, memory_mb: int, *, provisioned: int = 0, budget_mb: int = 4096) -> None:
+        self.memory_mb = memory_mb
+        self.provisioned = provisioned
+        self.cap = max(provisioned, budget_mb // max(1, memory_mb), 1)
+        self.in_flight = 0
+        self.refilling = 0  # instantiations under way in the background
+        self.made = 0  # instances made in the background (provisioned), since start
+        self._idle: collections.deque[Warm] = collections.deque()
+        self._lock = threading.Lock()
+        self._peak_now = 0
+        self._peak_before = 0
+        self._window_end = time.monotonic() + WINDOW_S
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def _roll(self, now: float) -> None:
+        if now >= self._window_end:
+            gone = int((now - self._window_end) // WINDOW_S)
+            self._peak_before = self._peak_now if gone == 0 else 0
+            self._peak_now = self.in_flight
+            self._window_end = now + WINDOW_S
+
+    @property
+    def limit(self) -> int:
+        """Idle instances worth keeping now."""
+        return max(self.provisioned, min(self.cap, max(self._peak_now, self._peak_before)))
+
+    def take(self) -> Warm | None:
+        """An idle instance (or None: instantiate), counting the invocation as in flight."""
+        with self._lock:
+            self._roll(time.monotonic())
+            self.in_flight += 1
+            self._peak_now = max(self._peak_now, self.in_flight)
+            return self._idle.pop() if self._idle else None
+
+    def done(self, warm: Warm | None) -> None:
+        """The invocation ended; `warm` is its instance if it may serve again."""
+        with self._lock:
+            self.in_flight -= 1
+            self._roll(time.monotonic())
+            limit = self.limit
+            if warm is not None and len(self._idle) < limit:
+                self._idle.append(warm)
+            while len(self._idle) > limit:
+                self._idle.popleft()  # the oldest: demand fell away
+
+    def wanted(self) -> int:
+        """How many provisioned instances to make now (and counts them as under way)."""
+        with self._lock:
+            missing = self.provisioned - len(self._idle) - self.refilling
+            if missing > 0:
+                self.refilling += missing
+            return max(0, missing)
+
+    def add_made(self, warm: Warm | None) -> None:
+        """A background instantiation ended (`None`: it failed)."""
+        with self._lock:
+            self.refilling -= 1
+            if warm is not None:
+                self.made += 1
+                if len(self._idle) < max(self.limit, self.provisioned):
+                    self._idle.append(warm)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._idle.clear()
