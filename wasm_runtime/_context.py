@@ -9,9 +9,11 @@ code, not a host call that is blocked) and cancellation (the client went away).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,55 @@ class GuestExit(HostAbort):
         self.ok = ok
 
 
+class LoopPoster:
+    """Runs calls from worker threads on one event loop, batched: the first call queued arms one
+    `call_soon_threadsafe` (a write to the loop's self-pipe and a wake-up), and every call queued
+    before the loop gets to it rides along. A hello request posts its log lines, its head and its
+    body's end; one wake-up per post was 8 % of an invocation's time in the profile."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
+        self._lock = threading.Lock()
+        self._armed = False
+
+    def post(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Raises RuntimeError if the loop is closed."""
+        with self._lock:
+            self._calls.append((fn, args))
+            if self._armed:
+                return
+            self._armed = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            with self._lock:
+                self._armed = False
+                self._calls.clear()
+            raise
+
+    def _drain(self) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, collections.deque()
+            self._armed = False
+        for fn, args in calls:
+            try:
+                fn(*args)
+            except Exception:  # one failing callback must not drop the others queued with it
+                log.exception("callback %r posted from a guest thread failed", fn)
+
+
+_posters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopPoster] = weakref.WeakKeyDictionary()
+
+
+def poster_for(loop: asyncio.AbstractEventLoop) -> LoopPoster:
+    """The loop's poster (called on the loop's own thread, so no lock is needed to make one)."""
+    poster = _posters.get(loop)
+    if poster is None:
+        poster = _posters[loop] = LoopPoster(loop)
+    return poster
+
+
 class StoreState:
     """What lives as long as a Store: its resource table."""
 
@@ -65,6 +116,7 @@ class Invocation:
         log_fn: Callable[[str, str], None] | None,
     ) -> None:
         self.loop = loop
+        self.poster = poster_for(loop)
         self.request = request
         self.limits = limits
         self.env = list(env.items())
@@ -131,7 +183,7 @@ class Invocation:
     def post(self, fn: Callable[..., Any], *args: Any) -> bool:
         """Runs fn on the event loop; False (and the guest is cancelled) if the loop is gone."""
         try:
-            self.loop.call_soon_threadsafe(fn, *args)
+            self.poster.post(fn, args)
         except RuntimeError:  # the loop closed under a running guest: nobody is listening
             self.cancelled = True
             return False
