@@ -15,7 +15,6 @@ import ipaddress
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,7 @@ from gateway.functions.service import Functions
 from gateway.observability import GatewayMetrics, log_access
 from gateway.pipeline import Pipeline, RoutePlan, compile_plan
 from gateway.proxy import OriginTarget, shared_client
+from gateway.request_ids import new_request_id
 from gateway.tracing import Tracer
 from routes import Config, RouteTable
 from wasm_runtime import Runtime
@@ -257,7 +257,7 @@ class Gateway:
         viewer = self.geo.locate(client, cdn_geo)
         headers.extend(viewer_headers(viewer))
         headers.extend(self.node_headers)
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or new_request_id()
         headers.append((b"x-request-id", request_id.encode()))
         ctx = RequestContext(request_id=request_id)
         request = EdgeRequest(

@@ -6,9 +6,10 @@ two gateways in one process (tests, workers) never share counters by accident.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from json.encoder import encode_basestring_ascii as _q
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -52,25 +53,67 @@ class GatewayMetrics:
 
 
 def log_access(ctx: RequestContext, method: str, host: str, path: str, client: str) -> None:
+    """One JSON line per request, with the same fields, order and escaping as
+    `json.dumps(..., separators=(",", ":"))` (ASCII-only), built from a template: the dict and
+    the encoder were half of this line's cost, `logging`'s record machinery the other half."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    access_log.info(
-        json.dumps(
-            {
-                "ts": round(time.time(), 3),
-                "request_id": ctx.request_id,
-                "client": client,
-                "method": method,
-                "host": host,
-                "path": path,
-                "route": ctx.route.name if ctx.route else None,
-                "target": ctx.target,
-                "status": ctx.status,
-                "bytes_in": ctx.bytes_in,
-                "bytes_out": ctx.bytes_out,
-                "duration_ms": round(ctx.elapsed_ms(), 3),
-                "error": ctx.error_code,
-            },
-            separators=(",", ":"),
-        )
+    route = ctx.route.name if ctx.route else None
+    error = ctx.error_code
+    line = (
+        f'{{"ts":{round(time.time(), 3)!r},"request_id":{_q(ctx.request_id)},"client":{_q(client)},'
+        f'"method":{_q(method)},"host":{_q(host)},"path":{_q(path)},'
+        f'"route":{"null" if route is None else _q(route)},"target":{_q(ctx.target)},'
+        f'"status":{ctx.status:d},"bytes_in":{ctx.bytes_in:d},"bytes_out":{ctx.bytes_out:d},'
+        f'"duration_ms":{round(ctx.elapsed_ms(), 3)!r},"error":{"null" if error is None else _q(error)}}}'
     )
+    handlers = _plain_handlers(access_log)
+    if handlers is None:
+        access_log.info(line)
+        return
+    for handler in handlers:
+        _write(handler, line)
+
+
+def _plain_handlers(logger: logging.Logger) -> list[logging.StreamHandler[Any]] | None:
+    """The handlers an INFO record of `logger` reaches, when writing the bare line to each is
+    exactly what `logging` would do: no filters, and only StreamHandlers formatting
+    `%(message)s` (the gateway's own set-up). Then a line costs a write, not a LogRecord (its
+    thread, process and task lookups, the caller's frame, two locks, a formatter: ~14 us of a
+    small request's ~300). None when anything else is configured: the line goes through `logging`."""
+    found: list[logging.StreamHandler[Any]] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return None
+        for handler in current.handlers:
+            if handler.level > logging.INFO:
+                continue
+            if type(handler) is not logging.StreamHandler or handler.filters:
+                return None
+            fmt = handler.formatter
+            if fmt is not None and not (
+                type(fmt) is logging.Formatter
+                and fmt._fmt == "%(message)s"
+                and type(fmt._style) is logging.PercentStyle
+            ):
+                return None
+            found.append(handler)
+        current = current.parent if current.propagate else None
+    return found  # none at all: logging's last resort takes only WARNING and up, so nothing
+
+
+def _write(handler: logging.StreamHandler[Any], line: str) -> None:
+    """What StreamHandler.emit does with a record whose formatted text is `line`."""
+    try:
+        handler.acquire()
+        try:
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+        finally:
+            handler.release()
+    except RecursionError:
+        raise
+    except Exception:
+        record = access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, line, None, None)
+        handler.handleError(record)

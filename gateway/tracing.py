@@ -15,8 +15,10 @@ The provider belongs to the gateway instance, never the process-global one.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -57,12 +59,52 @@ def parse_traceparent(value: bytes | str) -> TraceParent | None:
     return TraceParent(trace_id, parent_id, flags)
 
 
+class _RandomPool:
+    """Bytes from the OS's CSPRNG (`secrets.token_bytes`), drawn BATCH at a time.
+
+    W3C Trace Context asks for trace ids (Level 2: at least their right-most 7 bytes, for the
+    `random` flag) and span ids that are random or pseudo-random and globally unique. Every id
+    here is 16 or 8 bytes straight from the OS generator, as with `secrets.token_hex` per id, only
+    one system call serves ~170 requests instead of two per request (~4 % of a small request's
+    CPU). The pool is dropped in a forked child, so two processes never hand out the same bytes.
+    """
+
+    BATCH = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # gateways on several threads (tests, embedders) share it
+        self._drop()
+        os.register_at_fork(after_in_child=self._drop)
+
+    def _drop(self) -> None:
+        self._lock = threading.Lock()
+        self._buf = b""
+        self._at = 0
+
+    def hex(self, n: int) -> str:
+        with self._lock:
+            at = self._at
+            if at + n > len(self._buf):
+                self._buf, at = secrets.token_bytes(self.BATCH), 0
+            self._at = at + n
+            return self._buf[at : at + n].hex()
+
+
+_random = _RandomPool()
+
+
 def new_trace_id() -> str:
-    return secrets.token_hex(16)
+    """32 random hex digits, never all zero (the spec's invalid value)."""
+    while (trace_id := _random.hex(16)) == _ZERO_TRACE:
+        pass
+    return trace_id
 
 
 def new_span_id() -> str:
-    return secrets.token_hex(8)
+    """16 random hex digits, never all zero."""
+    while (span_id := _random.hex(8)) == _ZERO_SPAN:
+        pass
+    return span_id
 
 
 class Span:

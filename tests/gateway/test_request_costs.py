@@ -1,0 +1,223 @@
+"""What the cheaper per-request work (issue #6) must keep: every access-log field in one JSON line,
+request ids unique across processes, W3C-valid random trace ids."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from gateway.context import RequestContext
+from gateway.observability import _plain_handlers, access_log, log_access
+from gateway.request_ids import new_request_id
+from gateway.tracing import Tracer, new_span_id, new_trace_id, parse_traceparent
+
+from .test_proxy import config
+
+FIELDS = [
+    "ts", "request_id", "client", "method", "host", "path", "route", "target",
+    "status", "bytes_in", "bytes_out", "duration_ms", "error",
+]  # fmt: skip
+TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-01$")
+
+
+@pytest.fixture
+def plain_log(plain_handler: logging.StreamHandler[io.StringIO]) -> io.StringIO:
+    return plain_handler.stream
+
+
+def _only(handler: logging.Handler) -> None:
+    """pytest adds its capture handlers to loggers for a test's call phase (after fixtures ran):
+    a test of the gateway's own set-up removes them in its body."""
+    access_log.handlers = [handler]
+
+
+@dataclass
+class _Route:
+    name: str
+
+
+@pytest.fixture
+def plain_handler() -> Iterator[logging.StreamHandler[io.StringIO]]:
+    """The gateway's own logging set-up (a StreamHandler writing `%(message)s`) on the access log."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate, handlers = access_log.level, access_log.propagate, access_log.handlers
+    access_log.handlers = [handler]  # pytest's capture handlers would send the line through logging
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+    try:
+        yield handler
+    finally:
+        access_log.handlers = handlers
+        access_log.setLevel(level)
+        access_log.propagate = propagate
+
+
+def _reference(
+    ctx: RequestContext, line: dict[str, object], method: str, host: str, path: str, client: str
+) -> str:
+    """The line as json.dumps wrote it before the template (ts and duration taken from `line`)."""
+    return json.dumps(
+        {
+            "ts": line["ts"],
+            "request_id": ctx.request_id,
+            "client": client,
+            "method": method,
+            "host": host,
+            "path": path,
+            "route": ctx.route.name if ctx.route else None,
+            "target": ctx.target,
+            "status": ctx.status,
+            "bytes_in": ctx.bytes_in,
+            "bytes_out": ctx.bytes_out,
+            "duration_ms": line["duration_ms"],
+            "error": ctx.error_code,
+        },
+        separators=(",", ":"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("route", "error", "path", "host"),
+    [
+        ("web", None, "/a?b=1", "example.com"),
+        (None, "no_route", '/q"uote\\back\nslash', "h\u00e9t\u00e9.example:8080"),
+        ("r\u2603", "bad_gateway", "/\x00\x1f\x7f/\U0001f600", ""),
+    ],
+)
+def test_access_line_is_what_json_dumps_wrote(
+    plain_log: io.StringIO, route: str | None, error: str | None, path: str, host: str
+) -> None:
+    ctx = RequestContext(
+        request_id="abc", target="origin:web@http://o", status=502, bytes_in=7, bytes_out=123
+    )
+    ctx.route = _Route(route) if route else None  # type: ignore[assignment]
+    ctx.error_code = error
+    _only(access_log.handlers[0])  # the fixture's plain handler: the direct write
+    log_access(ctx, "GET", host, path, "203.0.113.9")
+    text = plain_log.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    line = json.loads(text)
+    assert list(line) == FIELDS
+    assert text[:-1] == _reference(ctx, line, "GET", host, path, "203.0.113.9")
+    assert text.isascii()
+
+
+def test_other_logging_setups_get_the_same_line_through_logging(caplog: pytest.LogCaptureFixture) -> None:
+    ctx = RequestContext(request_id="r1", status=200)
+    with caplog.at_level(logging.INFO, logger="edgefn.access"):
+        log_access(ctx, "POST", "h", "/p", "c")
+    (record,) = [r for r in caplog.records if r.name == "edgefn.access"]
+    line = json.loads(record.getMessage())
+    assert list(line) == FIELDS and line["method"] == "POST" and line["route"] is None
+
+
+def test_a_filter_or_formatter_of_its_own_is_honoured(
+    plain_handler: logging.StreamHandler[io.StringIO],
+) -> None:
+    handler = plain_handler
+    plain_log = handler.stream
+    handler.setFormatter(logging.Formatter("access %(levelname)s %(message)s"))
+    log_access(RequestContext(request_id="r2", status=204), "GET", "h", "/", "c")
+    assert plain_log.getvalue().startswith('access INFO {"ts":')
+    plain_log.truncate(0)
+    plain_log.seek(0)
+    handler.addFilter(lambda record: False)
+    log_access(RequestContext(request_id="r3", status=204), "GET", "h", "/", "c")
+    assert plain_log.getvalue() == ""
+
+
+def test_access_line_of_a_proxied_request(
+    origin: str, gateway, plain_handler: logging.StreamHandler[io.StringIO]
+) -> None:
+    _only(plain_handler)
+    plain_log = plain_handler.stream
+    url = gateway(config(origin))
+    r = httpx.get(f"{url}/web/echo/x?y=1")
+    assert r.status_code == 200
+    (text,) = plain_log.getvalue().splitlines()
+    line = json.loads(text)
+    assert list(line) == FIELDS
+    assert line["request_id"] == r.headers["x-request-id"]
+    assert line["path"] == "/echo/x?y=1" and line["route"] == "web" and line["status"] == 200
+    assert line["bytes_out"] == len(r.content) and line["client"] == "127.0.0.1" and line["error"] is None
+    assert line["target"].startswith("origin:web") and line["duration_ms"] >= 0
+
+
+def _ids_of_a_child(out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    out.put(([new_request_id() for _ in range(2000)], [new_trace_id() for _ in range(300)]))
+
+
+def test_request_and_trace_ids_stay_unique_across_forked_workers() -> None:
+    """Workers fork from one parent that has already made ids: each must draw its own."""
+    parent_ids = [new_request_id() for _ in range(2000)]
+    parent_traces = [new_trace_id() for _ in range(300)]
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    children = [ctx.Process(target=_ids_of_a_child, args=(out,)) for _ in range(3)]
+    for child in children:
+        child.start()
+    results = [out.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(60)
+    ids = parent_ids + [i for r in results for i in r[0]]
+    traces = parent_traces + [t for r in results for t in r[1]]
+    assert len(set(ids)) == len(ids) == 8000
+    assert len(set(traces)) == len(traces) == 1200
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    prefixes = {i[:16] for i in ids}
+    assert len(prefixes) == 4  # one random prefix per process
+
+
+def test_new_trace_and_span_ids_are_valid_random_and_unique() -> None:
+    traces = [new_trace_id() for _ in range(5000)]  # 5000 * 24 bytes: many refills of the pool
+    spans = [new_span_id() for _ in range(5000)]
+    assert len(set(traces)) == 5000 and len(set(spans)) == 5000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", t) and t != "0" * 32 for t in traces)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", s) and s != "0" * 16 for s in spans)
+    # random, not a counter: every hex digit shows up about equally in every position
+    last = [t[-1] for t in traces]
+    assert len(set(last)) == 16
+    assert max(last.count(d) for d in set(last)) < 5000 / 16 * 1.6
+
+
+def test_a_new_trace_starts_with_a_valid_traceparent() -> None:
+    tracer = Tracer({})
+    headers = [(b"traceparent", b"00-" + b"0" * 32 + b"-" + b"1" * 16 + b"-01")]  # invalid: all-zero id
+    span = tracer.accept("GET", "h", "/", headers)
+    ((name, value),) = headers
+    m = TRACEPARENT.match(value.decode())
+    assert name == b"traceparent" and m is not None
+    assert m.group(1) == span.trace_id != "0" * 32
+    assert parse_traceparent(value) is not None
+    # a valid incoming one keeps its trace id and gets a new span id
+    incoming = f"00-{'ab' * 16}-{'cd' * 8}-01".encode()
+    headers = [(b"traceparent", incoming)]
+    child = tracer.accept("GET", "h", "/", headers)
+    assert child.trace_id == "ab" * 16 and child.span_id != "cd" * 8
+    assert TRACEPARENT.match(headers[0][1].decode())
+
+
+def test_the_gateways_own_logging_setup_takes_the_direct_write(
+    plain_handler: logging.StreamHandler[io.StringIO],
+) -> None:
+    _only(plain_handler)
+    assert _plain_handlers(access_log) == [plain_handler]
+    access_log.propagate = True  # the root logger's handlers count too
+    root = logging.getLogger()
+    other = logging.FileHandler("/dev/null")
+    root.addHandler(other)
+    try:
+        assert _plain_handlers(access_log) is None
+    finally:
+        root.removeHandler(other)
+        other.close()
