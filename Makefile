@@ -41,6 +41,7 @@ bench: $(STAMP) examples
 	else apt-get install -y nginx-light wrk >/dev/null || echo "bench: apt-get install nginx-light wrk failed"; fi
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.wasm $(WASM_BENCH_ARGS)
+	$(BIN)/python -m bench.held_streams
 
 clean:
 	rm -rf $(VENV) .edgefn .pytest_cache
