@@ -255,7 +255,7 @@ def spawn(
 
 def edgefn_toml(name: str, port: int, admin: int, data_dir: Path, functions: Sequence[str]) -> str:
     """The bench's edgefn config: `hello` (fresh instance per request), `hello-reuse` (the same
-    file with instance_reuse), `stream`; each on a route of its own name."""
+    file with instance_reuse and provisioned instances), `stream`; each on a route of its own name."""
     out = [
         "[node]",
         f'name = "{name}"',
@@ -266,7 +266,8 @@ def edgefn_toml(name: str, port: int, admin: int, data_dir: Path, functions: Seq
     ]
     specs = {
         "hello": f'component = "{EXAMPLES["hello"]}"',
-        "hello-reuse": f'component = "{EXAMPLES["hello"]}"\ninstance_reuse = {REUSE}',
+        "hello-reuse": f'component = "{EXAMPLES["hello"]}"\ninstance_reuse = {REUSE}\n'
+        f"provisioned = {wasm_report.PROVISIONED}",
         "stream": f'component = "{EXAMPLES["stream"]}"\ntimeout_s = 900',
     }
     for fn in functions:

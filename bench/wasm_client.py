@@ -156,7 +156,7 @@ class HoldStats:
     ramp_s: float = 0.0
 
 
-async def hold(url: str, connections: int, hold_s: float) -> dict[str, object]:
+async def hold(url: str, connections: int, hold_s: float, check: bool = True) -> dict[str, object]:
     """Open `connections` GETs at once, read whatever each body sends, and close them all after
     `hold_s` seconds counted from when the last request was written."""
     host, port, head = request_bytes(url)
@@ -173,7 +173,7 @@ async def hold(url: str, connections: int, hold_s: float) -> dict[str, object]:
         stats.opened += 1
         if stats.opened == connections:
             all_sent.set()
-        body = BodyReader(check=True)
+        body = BodyReader(check=check)
         try:
             writer.write(head)
             await writer.drain()
@@ -223,13 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("url")
     h.add_argument("--connections", type=int, default=1000)
     h.add_argument("--hold-s", type=float, default=10.0)
+    h.add_argument("--no-check", action="store_true", help="do not check the body's bytes")
     args = p.parse_args(argv)
     try:
         if args.cmd == "fetch":
             result = asyncio.run(fetch_many(args.url, args.runs, not args.no_check, args.expect_bytes))
         else:
             raise_nofile(args.connections + 100)
-            result = asyncio.run(hold(args.url, args.connections, args.hold_s))
+            result = asyncio.run(hold(args.url, args.connections, args.hold_s, not args.no_check))
     except (ClientError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return 1

@@ -33,6 +33,9 @@ def _pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+PROVISIONED = 64  # instances `hello-reuse` keeps made ahead (bench.wasm's config); one per connection
+
+
 def _threads() -> int:
     return int(inspect.signature(Runtime.__init__).parameters["max_threads"].default)
 
@@ -464,10 +467,10 @@ def _reading(results: Results, opts: Options) -> list[str]:
         "released, but every host call takes it.",
         f"- **hello, instance reuse**: a warm instance costs `Runtime.invoke` {inproc('reuse_ms')} ms "
         f"plus the gateway around it (table above), against {p50('wasmtime reuse')} "
-        "ms for the whole request in `wasmtime serve`. At 64 connections each edgefn process also "
-        "keeps at most 4 idle instances per component (`LoadedComponent.give_back(limit=4)` in "
-        "wasm_runtime/runtime.py), so most of the 64 concurrent requests instantiate anyway: a larger "
-        "warm pool would trade memory (the figures below: several MiB per live instance) for speed.",
+        "ms for the whole request in `wasmtime serve`. The bench's `hello-reuse` has `provisioned = "
+        f"{PROVISIONED}`, and the warm pool keeps as many idle instances as were in flight recently "
+        "(wasm_runtime/_pool.py; it kept 4 before December 2026), so at 64 connections requests find "
+        "a warm instance; what is left is the guest's `handle` (host calls in Python) and the gateway.",
         f"- **20 MB stream**: edgefn moved {fmt(edge_mib, 1)} MiB/s. Every `list<u8>` crossing through "
         "wasmtime 49's C API builds one 32-byte value per byte (see "
         f"[performance-wasm-calls.md]({WASM_CALLS_DOC})): even with `_fastcall`'s C-speed copies a "
@@ -481,9 +484,10 @@ def _reading(results: Results, opts: Options) -> list[str]:
         "with edgefn's imports alone (the row below it) takes most of it; the component's own load "
         "(deserialize + link, from the log) is what each added function costs, and that part meets "
         "the target. The process figure cannot reach 100 ms while the imports alone take longer.",
-        f"- **held streams**: each running guest holds one of the runtime's {threads} worker threads "
-        "(`Runtime(max_threads=...)`) for as long as it streams, so only that many of the "
-        f"{opts.held} streams start per process; the others wait for a thread without an answer. A live "
+        f"- **held streams**: each running guest holds one of the runtime's {threads} guest threads "
+        "(`[node] wasm_threads`) for as long as it streams, and one function at most seven eighths of "
+        f"them, so only that many of the {opts.held} streams start per process; the others wait within "
+        "their timeout, then get 429 with Retry-After (before December 2026 they got no answer). A live "
         "componentize-py instance dirties several MiB of its own (CPython's heap: compare PSS before "
         "and at the peak), and RSS also counts, once per live instance, the copy-on-write mapping of "
         "the compiled component's memory image, shared with every other instance: PSS is the memory "
