@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -255,6 +256,7 @@ class EventStore:
         self.db.executescript(SCHEMA)
         self.host = socket.gethostname()
         self.owner = f"{self.host}/{os.getpid()}/{secrets.token_hex(4)}"
+        self._data_version: int = self.db.execute("PRAGMA data_version").fetchone()[0]
 
     def close(self) -> None:
         self.db.close()
@@ -380,6 +382,15 @@ class EventStore:
         row = self.db.execute("SELECT MIN(due) AS d FROM events WHERE state = 'queued'").fetchone()
         return row["d"] if row else None
 
+    def changed_by_others(self) -> bool:
+        """Whether another connection (another process, or another one of this process) committed
+        since the last call: SQLite's `data_version`, a read of the WAL index, no transaction.
+        This connection's own commits do not count; the queue wakes itself for those."""
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        changed = version != self._data_version
+        self._data_version = version
+        return changed
+
     def depth(self) -> dict[str, tuple[int, float, int]]:
         return queue_depth(self.db)
 
@@ -497,6 +508,10 @@ class InvocationQueue:
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
         self._closed = False
+        # Idle passes: when nothing runs, nothing is due before `_known_due`, nobody woke us
+        # and no other connection committed, a pass has nothing to find and is skipped (it was
+        # a write transaction and two database-thread round trips a second).
+        self._known_due: float | None = None  # None: not known, look
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one store call on the database thread, off the event loop (commits fsync)."""
@@ -620,8 +635,12 @@ class InvocationQueue:
                 await asyncio.sleep(POLL_S)
 
     async def _tick(self) -> None:
+        woken = self._wake.is_set()
         self._wake.clear()
         now = self.clock()
+        if not woken and await self._nothing_new(now):
+            await self._sleep(min(POLL_S, self._known_due - now if self._known_due is not None else POLL_S))
+            return
         free = self.concurrency - len(self.running)
         if free > 0:
             for event in await self.db(self.store.claim, now, free):
@@ -635,12 +654,27 @@ class InvocationQueue:
             await self.db(self.store.recover, now)
             await self.db(self.store.prune, now - KEEP_SUCCEEDED_S)
         wait = POLL_S
+        self._known_due = None
         if len(self.running) < self.concurrency:
             due = await self.db(self.store.next_due)
+            self._known_due = math.inf if due is None else due
             if due is not None:
                 wait = min(wait, max(0.0, due - self.clock()))
         else:
             wait = POLL_S  # a finishing task wakes us earlier
+        await self._sleep(wait)
+
+    async def _nothing_new(self, now: float) -> bool:
+        """True when an idle pass would find nothing (see `_known_due`); stores that cannot tell
+        cheaply (no `changed_by_others`) always get the full pass."""
+        changed = getattr(self.store, "changed_by_others", None)
+        if changed is None or self.running or self._known_due is None or self._known_due <= now:
+            return False
+        if now - self._last_prune > 60:
+            return False
+        return not await self.db(changed)
+
+    async def _sleep(self, wait: float) -> None:
         if wait > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
