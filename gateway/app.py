@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -24,9 +24,10 @@ from edge.geo import CDN_GEO_HEADERS, GeoLocator, viewer_headers
 from edge.health import HealthChecker
 from edge.origins import OriginPool
 from gateway.cache_phase import CachePhase
+from gateway.client import ClientConnection
 from gateway.context import EdgeRequest, EdgeResponse, RawHeaders, RequestContext, Target
 from gateway.edge_functions import EdgeFunction, Trigger
-from gateway.errors import GatewayError, error_from, error_response
+from gateway.errors import error_from, error_response
 from gateway.function_urls import FunctionUrls
 from gateway.functions.invocations import Invocations
 from gateway.functions.outbound import GatewayTransport
@@ -59,6 +60,7 @@ GATEWAY_OWNED = frozenset(
         b"x-edgefn-origin",
     }
 )
+WATCH_AFTER_S = 0.05  # a body still sending after this long gets a watch on its client
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"})
 
 
@@ -260,6 +262,7 @@ class Gateway:
         request_id = request_id or new_request_id()
         headers.append((b"x-request-id", request_id.encode()))
         ctx = RequestContext(request_id=request_id)
+        ctx.connection = ClientConnection(receive, ctx, _has_body(raw))
         request = EdgeRequest(
             method=scope["method"],
             scheme=scope.get("scheme", "http"),
@@ -267,7 +270,7 @@ class Gateway:
             path=scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?", 1)[0] or "/",
             query=scope.get("query_string", b""),
             headers=headers,
-            body=_receive_body(receive, ctx),
+            body=ctx.connection.body(),
             client=client,
             peer=peer,
             request_id=request_id,
@@ -319,12 +322,21 @@ class Gateway:
         self, ctx: RequestContext, response: EdgeResponse, headers: RawHeaders, send: Any
     ) -> None:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        watch = _ClientWatch(ctx.connection) if ctx.connection is not None else None
         try:
             async for chunk in response.body:
                 if chunk:
                     ctx.bytes_out += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except asyncio.CancelledError:
+            if watch is None or not watch.fired:
+                raise
+            _client_left(ctx)
+            return
         except Exception as exc:
+            if watch is not None and watch.fired:  # the body's own error, caused by the cancel
+                _client_left(ctx)
+                return
             error = error_from(exc)
             ctx.error_code = error.code
             log.warning(
@@ -335,7 +347,59 @@ class Gateway:
                 exc,
             )
             return  # uvicorn closes the connection: the client sees the body cut short
+        finally:
+            if watch is not None:
+                watch.stop()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _client_left(ctx: RequestContext) -> None:
+    """Stop pulling the body (send_response closes it, which stops the origin read or the guest)
+    and serve on: the cancel was ours, not the server's."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        task.uncancel()
+    ctx.error_code = "client_closed"
+    log.info("request %s: client went away after %d bytes", ctx.request_id, ctx.bytes_out)
+
+
+class _ClientWatch:
+    """Cancels the sending task when the client disconnects while the body is being sent.
+
+    The watch starts only once a body has been sending for WATCH_AFTER_S: most bodies end
+    sooner, and a timer costs far less per request than a task.
+    """
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+        self.sender = asyncio.current_task()
+        self.sending = True
+        self.task: asyncio.Task[None] | None = None
+        self.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        self.task = asyncio.ensure_future(self.connection.gone())
+        self.task.add_done_callback(self._gone)
+
+    def _gone(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.warning("watching the client failed: %s: %s", type(error).__name__, error)
+        elif self.sending and self.sender is not None:
+            self.sender.cancel()
+
+    @property
+    def fired(self) -> bool:
+        task = self.task
+        return task is not None and task.done() and not task.cancelled() and task.exception() is None
+
+    def stop(self) -> None:
+        self.sending = False
+        self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
 
 
 _date: tuple[int, bytes] = (0, b"")
@@ -351,14 +415,5 @@ def http_date() -> bytes:
     return _date[1]
 
 
-async def _receive_body(receive: Any, ctx: RequestContext) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise GatewayError("client disconnected")
-        chunk = message.get("body", b"")
-        if chunk:
-            ctx.bytes_in += len(chunk)
-            yield chunk
-        if not message.get("more_body", False):
-            return
+def _has_body(raw: RawHeaders) -> bool:
+    return any((k == b"content-length" and v != b"0") or k == b"transfer-encoding" for k, v in raw)

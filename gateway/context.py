@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.datastructures import Headers
 
@@ -19,6 +19,10 @@ from edge.geo import Viewer
 from routes import Route, RouteMatch
 
 RawHeaders = list[tuple[bytes, bytes]]
+
+
+if TYPE_CHECKING:
+    from gateway.client import ClientConnection
 
 
 async def empty_body() -> AsyncIterator[bytes]:
@@ -79,6 +83,7 @@ class RequestContext:
     bytes_in: int = 0
     bytes_out: int = 0
     error_code: str | None = None
+    connection: ClientConnection | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
