@@ -8,6 +8,7 @@ import json
 import logging
 import multiprocessing
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -144,6 +145,10 @@ def test_access_line_of_a_proxied_request(
     url = gateway(config(origin))
     r = httpx.get(f"{url}/web/echo/x?y=1")
     assert r.status_code == 200
+    # The line is written just after the last byte goes out, on the server's thread.
+    deadline = time.monotonic() + 10
+    while not plain_log.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
     (text,) = plain_log.getvalue().splitlines()
     line = json.loads(text)
     assert list(line) == FIELDS
