@@ -170,8 +170,8 @@ def function_routes(gateway: Gateway, guard: Guard) -> list[Route]:
         runtime = gateway.runtime
         if runtime is None:
             raise ApiError(503, "starting", "the gateway has not finished starting")
-        reg.check_deployable(name)
         settings = _configuration_header(request)
+        await call(reg.check_deployable, name, settings)  # a bad setting is refused before the upload
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_CODE_BYTES:
             raise ApiError(413, "payload_too_large", f"a component is at most {MAX_CODE_BYTES} bytes")

@@ -150,11 +150,21 @@ class Registry:
 
     # -- functions ------------------------------------------------------------------------------
 
-    def check_deployable(self, name: str) -> None:
+    def check_deployable(self, name: str, config: FunctionConfig | Mapping[str, Any] | None = None) -> None:
         """Raise now what `deploy` would, before a caller spends time on an upload or a compile."""
         _check_name(name)
         if name in self.config_functions:
             raise Conflict(f"function {name!r} is defined in edgefn.toml; change it there")
+        if config is None:
+            return
+        if isinstance(config, FunctionConfig):
+            given = config
+        else:  # keys not given keep the stored values, as the write will
+            _, doc = self.store.read(f"function/{name}")
+            stored = doc["config"] if doc is not None and doc.get("source") == "registry" else None
+            given = FunctionConfig.from_doc(config, base=FunctionConfig.stored(stored) if stored else None)
+        given.check()
+        self._touch_secrets(given)
 
     def deploy(
         self, name: str, wasm_path: Path, config: FunctionConfig | Mapping[str, Any] | None = None
@@ -164,12 +174,7 @@ class Registry:
         A mapping changes only the keys it names (as `update_config`), so code and settings that
         arrive together land together or not at all. The caller has validated the component.
         """
-        self.check_deployable(name)
-        if config is not None:
-            # Refused before the blob is stored: a refused deploy leaves no file behind.
-            given = config if isinstance(config, FunctionConfig) else FunctionConfig.from_doc(config)
-            given.check()
-            self._touch_secrets(given)
+        self.check_deployable(name, config)  # before the blob is stored: a refusal leaves no file
         sha, size = file_sha256(Path(wasm_path))
         self.store.put_blob(sha, Path(wasm_path))  # durable before any document names it
 

@@ -95,7 +95,10 @@ def test_a_bad_upload_is_refused_and_nothing_changes(
         assert done.returncode == 1, done.stdout
         assert "not deployed" in done.stderr and reason in done.stderr, done.stderr
     done = edgefn("functions", "deploy", "hello", str(hello), "--memory-mb", "5", ok=False)
-    assert done.returncode == 1 and "nothing changed: memory_mb: 5 is out of range" in done.stderr
+    assert done.returncode == 1 and "400 memory_mb: 5 is out of range" in done.stderr, done.stderr
+    # checked against the stored configuration: provisioned needs instance_reuse, which is 0 here
+    done = edgefn("functions", "deploy", "hello", str(hello), "--provisioned", "2", ok=False)
+    assert done.returncode == 1 and "provisioned: needs instance_reuse" in done.stderr, done.stderr
     done = edgefn("functions", "deploy", "fresh", str(text), ok=False)
     assert done.returncode == 1
 
@@ -253,7 +256,11 @@ def test_routes_name_deployed_functions_and_follow_changes(
     assert served(httpx.get(routed.url + "/one", timeout=60)) == "1"
     edgefn("aliases", "set", "hello", "live", "1")
     assert served(httpx.get(routed.url + "/live", timeout=60)) == "1"  # the next request, no restart
-    edgefn("functions", "config", "hello", "--env", "WHO=v3")
+    edgefn("functions", "config", "hello", "--env", "WHO=v3", "--instance-reuse", "10")
+    # a partial change is checked against what is stored (instance_reuse is 10 now)
+    edgefn("functions", "config", "hello", "--provisioned", "2")
+    config = json.loads(edgefn("functions", "get", "hello", "--json").stdout)["config"]
+    assert (config["instance_reuse"], config["provisioned"]) == (10, 2)
     r = httpx.get(routed.url + "/latest", timeout=60)
     assert r.headers["x-edgefn-executed-version"] == "$LATEST" and r.json()["env"] == {"WHO": "v3"}
     edgefn("aliases", "delete", "hello", "live")
