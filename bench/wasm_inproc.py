@@ -1,12 +1,17 @@
 """`Runtime.invoke` alone, in a process of its own: the wasm runtime's share of a hello request.
 
     python -m bench.wasm_inproc DATA_DIR [--runs 200]
+    python -m bench.wasm_inproc DATA_DIR --concurrency 1,4,16,64 [--duration 3] [--max-executing K]
 
 Sequential invocations of examples/hello/hello.wasm through `wasm_runtime.Runtime` (no HTTP, no
 gateway), with a fresh instance each time and with a reused one; prints one JSON object of medians
 in milliseconds. Set beside the same request over HTTP and beside a gateway-only route, it splits
 edgefn's hello latency into runtime, gateway and transport. DATA_DIR holds the compile cache, so a
 warm one (the bench's) makes the start quick.
+
+With --concurrency, N callers each invoke (reused instance) in a closed loop for --duration seconds;
+for each N: req/s, p50, and the process's CPU and voluntary context switches per request, which
+tell whether a drop at high concurrency is contention (they rise) or a loaded machine (they do not).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import statistics
 import sys
 import time
@@ -59,17 +65,68 @@ async def measure(data_dir: Path, runs: int) -> dict[str, float]:
         await runtime.aclose()
 
 
+async def concurrent(
+    data_dir: Path, levels: list[int], duration: float, max_executing: int | None
+) -> list[dict[str, float]]:
+    runtime = Runtime(data_dir, max_executing=max_executing)
+    try:
+        component = await runtime.load(HELLO)
+        out: list[dict[str, float]] = []
+        for n in levels:
+            samples: list[float] = []
+
+            async def caller(until: float, into: list[float]) -> None:
+                while time.perf_counter() < until:
+                    into.append((await _invoke(runtime, component, 1000))[0])
+
+            await asyncio.gather(*(caller(time.perf_counter() + 0.5, []) for _ in range(n)))  # warm pool
+            switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+            wall, cpu = time.perf_counter(), time.process_time()
+            await asyncio.gather(*(caller(wall + duration, samples) for _ in range(n)))
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - switches
+            out.append({
+                "concurrency": n,
+                "req_per_s": round(len(samples) / wall, 1),
+                "p50_ms": round(statistics.median(samples), 2),
+                "cpu_ms_per_req": round(cpu * 1000 / len(samples), 2),
+                "switches_per_req": round(switches / len(samples), 1),  # voluntary context switches
+            })
+        return out
+    finally:
+        await runtime.aclose()
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--concurrency takes numbers like 1,4,64, not {text!r}") from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"--concurrency levels must be >= 1, not {text!r}")
+    return levels
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.wasm_inproc", description=__doc__)
     p.add_argument("data_dir", type=Path)
     p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--concurrency", type=_levels, help="closed-loop callers, e.g. 1,4,16,64 (reused)")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per --concurrency level")
+    p.add_argument("--max-executing", type=int, help="the Runtime's max_executing (default: its own)")
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be >= 1")
+    if args.duration <= 0:
+        p.error("--duration must be > 0")
     if not HELLO.exists():
         print(json.dumps({"error": f"missing {HELLO}: run `make examples`"}))
         return 1
-    print(json.dumps(asyncio.run(measure(args.data_dir, args.runs))))
+    if args.concurrency:
+        result = asyncio.run(concurrent(args.data_dir, args.concurrency, args.duration, args.max_executing))
+        print(json.dumps(result))
+    else:
+        print(json.dumps(asyncio.run(measure(args.data_dir, args.runs))))
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ._canon import ResourceTable
 
 if TYPE_CHECKING:
+    from ._gate import RunGate
     from .api import GuestRequest, Limits, OutboundTransport
     from .outbound import OutboundPolicy
 
@@ -136,6 +137,8 @@ class Invocation:
         # output streams holding written-but-unflushed bytes; pushed out before any wait, so a
         # guest that writes and then sleeps (without flush, as StarlingMonkey does) still streams
         self.unflushed: set[Any] = set()
+        self.gate: RunGate | None = None  # set by the runtime: guests executing at once
+        self.in_gate = False
 
     def wake(self) -> None:
         with self.cond:
@@ -160,9 +163,21 @@ class Invocation:
         return exc
 
     def wait(self, ready: Callable[[], bool], wake_at: float | None = None) -> None:
-        """Blocks the worker thread until `ready()`; wake_at (monotonic s) bounds one sleep."""
+        """Blocks the worker thread until `ready()`; wake_at (monotonic s) bounds one sleep.
+        A guest that has to block gives its place in the run gate to another while it waits."""
         for stream in list(self.unflushed):
             stream.push_pending()
+        gate = self.gate
+        if gate is None or not self.in_gate:
+            self._wait(ready, wake_at)
+            return
+        if ready():
+            return
+        gate.leave(self)
+        self._wait(ready, wake_at)  # if this raises, the guest unwinds without a place: it is ending
+        gate.enter(self)
+
+    def _wait(self, ready: Callable[[], bool], wake_at: float | None) -> None:
         with self.cond:
             while True:
                 # a wake-up may happen inside ready() itself (a future that is already done

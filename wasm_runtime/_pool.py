@@ -8,8 +8,11 @@ counted in the function's `memory_mb` (the most one instance may grow to). Deman
 shrinks the pool within two windows.
 
 `provisioned = P` is Lambda's provisioned concurrency: P instances are made when the function is
-loaded, off the request path, and made again in the background whenever a request takes one,
-so a burst of up to P requests never pays for instantiation.
+loaded, off the request path, and made again in the background whenever a request spends one
+(it reached `instance_reuse`, or failed), so a burst of up to P requests never pays for
+instantiation. An instance out serving a request counts towards P: it comes back. Refilling on
+every take instead made one instance per request at 64 connections with P = 64, all thrown away
+when the served ones came back (December 2026).
 
 A pool belongs to one function configuration (its caller builds it), never to a component: two
 functions built from the same file have different environments and secrets, and an instance keeps
@@ -49,6 +52,7 @@ class WarmPool:
         self.in_flight = 0
         self.refilling = 0  # instantiations under way in the background
         self.made = 0  # instances made in the background (provisioned), since start
+        self.out = 0  # pooled instances serving a request now (they come back unless spent)
         self._idle: collections.deque[Warm] = collections.deque()
         self._lock = threading.Lock()
         self._peak_now = 0
@@ -77,12 +81,18 @@ class WarmPool:
             self._roll(time.monotonic())
             self.in_flight += 1
             self._peak_now = max(self._peak_now, self.in_flight)
-            return self._idle.pop() if self._idle else None
+            if not self._idle:
+                return None
+            self.out += 1
+            return self._idle.pop()
 
-    def done(self, warm: Warm | None) -> None:
-        """The invocation ended; `warm` is its instance if it may serve again."""
+    def done(self, warm: Warm | None, *, taken: bool) -> None:
+        """The invocation ended; `warm` is its instance if it may serve again, `taken` says
+        whether `take` had given it one."""
         with self._lock:
             self.in_flight -= 1
+            if taken:
+                self.out -= 1
             self._roll(time.monotonic())
             limit = self.limit
             if warm is not None and len(self._idle) < limit:
@@ -93,7 +103,7 @@ class WarmPool:
     def wanted(self) -> int:
         """How many provisioned instances to make now (and counts them as under way)."""
         with self._lock:
-            missing = self.provisioned - len(self._idle) - self.refilling
+            missing = self.provisioned - len(self._idle) - self.refilling - self.out
             if missing > 0:
                 self.refilling += missing
             return max(0, missing)

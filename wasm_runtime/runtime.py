@@ -34,7 +34,8 @@ from wasmtime.component import Component, ExportIndex, Linker, ResourceHost
 
 from . import _compat
 from ._canon import Err, Ok
-from ._context import GuestExit, HostCancelled, HostTimeout, Invocation, StoreState, current
+from ._context import GuestExit, HostAbort, HostCancelled, HostTimeout, Invocation, StoreState, current
+from ._gate import RunGate
 from ._http import IncomingRequest, OutgoingResponse, ResponseOutparam
 from ._linker import build_linker
 from ._pool import Warm, WarmPool
@@ -84,6 +85,12 @@ def _on_epoch_deadline(_ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
         if inv.cancelled:
             inv.abort = inv.abort or HostCancelled("the client went away")
             return _trap("edgefn: invocation cancelled")
+        if inv.gate is not None:
+            try:
+                inv.gate.pause(inv)  # a long computation lets waiting guests run
+            except HostAbort as exc:
+                inv.abort = inv.abort or exc
+                return _trap(f"edgefn: {exc}")
         remaining = inv.deadline - time.monotonic()
         if remaining <= 0:
             inv.abort = inv.abort or HostTimeout("the function's timeout expired")
@@ -132,11 +139,14 @@ class Runtime:
         max_threads_per_function: int | None = None,
         cache_size: int = 32,
         warm_budget_mb: int = 4096,
+        max_executing: int | None = None,
     ) -> None:
         """`max_threads`: invocations that may run at once (each holds a thread while it runs,
         a streaming one for as long as its client reads); one function may hold at most
         `max_threads_per_function` of them (default: all but an eighth). Over either, a request
-        waits within its own timeout, then gets FunctionThrottled (429)."""
+        waits within its own timeout, then gets FunctionThrottled (429).
+        `max_executing`: of those, how many execute at once rather than wait in a host call
+        (default: $EDGEFN_MAX_EXECUTING, else the CPUs this process may use); see _gate.py."""
         cfg, self.engine_key = _engine_config()
         self.engine = Engine(cfg)
         _compat.install()
@@ -145,6 +155,7 @@ class Runtime:
         self.transport: OutboundTransport = transport or HttpxTransport()
         self._own_transport = transport is None
         self.threads = ThreadSlots(max_threads, max_threads_per_function)
+        self.gate = RunGate(max_executing if max_executing is not None else _default_executing())
         self._executor = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="wasm")
         self._cache: cachetools.LRUCache[str, LoadedComponent] = cachetools.LRUCache(cache_size)
         self._load_locks: dict[str, asyncio.Lock] = {}
@@ -173,6 +184,8 @@ class Runtime:
             "running": t.running,
             "waiting_for_thread": t.waiting,
             "throttled": t.throttled,
+            "executing": self.gate.executing,
+            "waiting_to_execute": self.gate.waiting,
         }
 
     def _tick(self) -> None:
@@ -433,15 +446,29 @@ class Runtime:
         pool: WarmPool | None,
     ) -> None:
         current.inv = inv
-        if pool is None or not (inv.limits.instance_reuse > 0 and comp.reuse_ok):
-            self._serve(comp, inv, outcome, stats, None)
-            return
-        kept: Warm | None = None
+        inv.gate = self.gate
         try:
-            kept = self._serve(comp, inv, outcome, stats, pool.take())
+            self.gate.enter(inv)
+        except HostAbort as exc:
+            outcome.fail(
+                FunctionTimeout(f"the function ran longer than {inv.limits.timeout_s:g} s")
+                if isinstance(exc, HostTimeout)
+                else FunctionFailed("cancelled: the client went away")
+            )
+            return
+        try:
+            if pool is None or not (inv.limits.instance_reuse > 0 and comp.reuse_ok):
+                self._serve(comp, inv, outcome, stats, None)
+                return
+            kept: Warm | None = None
+            taken = pool.take()
+            try:
+                kept = self._serve(comp, inv, outcome, stats, taken)
+            finally:
+                pool.done(kept if comp.reuse_ok else None, taken=taken is not None)
+                self._provision(comp, pool)
         finally:
-            pool.done(kept if comp.reuse_ok else None)
-            self._provision(comp, pool)
+            self.gate.leave(inv)
 
     def _serve(
         self,
@@ -536,6 +563,20 @@ class Runtime:
 
 
 _NO_FINALIZER = _FINALIZER_T()
+
+
+def _default_executing() -> int:
+    """$EDGEFN_MAX_EXECUTING (a deployment can set it without a config change), else the CPUs
+    this process may run on: about one executing guest per core keeps the GIL uncontended."""
+    text = os.environ.get("EDGEFN_MAX_EXECUTING", "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"EDGEFN_MAX_EXECUTING must be a whole number of at least 1, not {text!r}")
+        return int(text)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class _ExitOk(FunctionError):

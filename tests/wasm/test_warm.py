@@ -12,6 +12,8 @@ from gateway.functions.registry_records import FunctionConfig, Invalid
 from routes.errors import ConfigError
 from routes.loader import load_config
 from wasm_runtime import InvocationStats, Limits
+from wasm_runtime._context import StoreState
+from wasm_runtime._pool import Warm, WarmPool
 
 from .conftest import arun
 from .helpers import drain, request, runtime
@@ -113,3 +115,24 @@ def test_provisioned_needs_instance_reuse(components: dict[str, Path], data_dir:
     )
     with pytest.raises(ConfigError, match=r"functions\.hello\.provisioned: needs instance_reuse"):
         load_config(path)
+
+
+def _fake_warm() -> Warm:
+    """The pool only counts and hands out instances; it never touches their store or function."""
+    return Warm(object(), StoreState(), object())  # type: ignore[arg-type]
+
+
+def test_an_instance_out_serving_counts_towards_provisioned() -> None:
+    """Refilling on every take made one instance per request under load, thrown away when the
+    served ones came back; only a spent instance is made again."""
+    pool = WarmPool(64, provisioned=2)
+    assert pool.wanted() == 2
+    pool.add_made(_fake_warm())
+    pool.add_made(_fake_warm())
+    first, second = pool.take(), pool.take()
+    assert first is not None and second is not None
+    assert pool.wanted() == 0  # both will come back
+    pool.done(first, taken=True)
+    assert pool.wanted() == 0
+    pool.done(None, taken=True)  # spent
+    assert pool.wanted() == 1

@@ -1,0 +1,118 @@
+"""The run gate: at most `max_executing` guests execute at once, but a guest waiting in a host call
+(a held stream) or computing for long never keeps the others out."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from wasm_runtime import FunctionTimeout, GuestResponse, Limits, Runtime
+from wasm_runtime._gate import RunGate
+
+from .conftest import arun
+from .helpers import drain, request
+
+HOLD = "/?n=2&ms=60000&size=4"  # one chunk, then a pause far longer than any test
+
+
+def test_held_streams_give_their_place_up_while_they_wait(components: dict[str, Path], data_dir: Path) -> None:
+    async def main() -> tuple[dict[str, int], int, dict[str, int]]:
+        rt = Runtime(data_dir, max_executing=1)
+        try:
+            stream = await rt.load(components["stream"])
+            hello = await rt.load(components["hello"])
+            held: list[GuestResponse] = []
+            for _ in range(3):
+                resp = await rt.invoke(stream, request(HOLD), limits=Limits(timeout_s=60))
+                assert await anext(aiter(resp.body)) == b"\x00\x01\x02\x03"
+                held.append(resp)
+            while rt.gate.executing:  # the last one is between its first chunk and its pause
+                await asyncio.sleep(0.01)
+            while_held = rt.stats()
+            other = await rt.invoke(hello, request("/"), limits=Limits(timeout_s=30))
+            await drain(other)
+            for resp in held:
+                await resp.body.aclose()  # type: ignore[attr-defined]
+            return while_held, other.status, rt.stats()
+        finally:
+            await rt.aclose()
+
+    while_held, status, after = arun(main())
+    assert while_held["running"] == 3 and while_held["executing"] == 0
+    assert status == 200
+    assert after["waiting_to_execute"] == 0
+
+
+def test_a_long_computation_lets_a_waiting_guest_run(components: dict[str, Path], data_dir: Path) -> None:
+    async def main() -> tuple[bool, int, BaseException | None, int]:
+        rt = Runtime(data_dir, max_executing=1)
+        try:
+            spin = await rt.load(components["spin"])
+            hello = await rt.load(components["hello"])
+            spinning = asyncio.ensure_future(rt.invoke(spin, request("/"), limits=Limits(timeout_s=8)))
+            while rt.gate.executing == 0:  # the loop has the only place now
+                await asyncio.sleep(0.01)
+            other = await rt.invoke(hello, request("/"), limits=Limits(timeout_s=30))
+            await drain(other)
+            spin_still_running = not spinning.done()
+            error: BaseException | None = None
+            try:
+                await spinning
+            except FunctionTimeout as exc:
+                error = exc
+            return spin_still_running, other.status, error, rt.gate.peak
+        finally:
+            await rt.aclose()
+
+    spin_still_running, status, error, peak = arun(main())
+    assert status == 200
+    assert spin_still_running  # hello did not wait for the loop's timeout
+    assert isinstance(error, FunctionTimeout)
+    assert peak == 1
+
+
+def test_many_concurrent_invocations_never_execute_more_than_the_gate(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    async def main() -> tuple[list[int], int]:
+        rt = Runtime(data_dir, max_executing=2)
+        try:
+            hello = await rt.load(components["hello"])
+
+            async def one() -> int:
+                resp = await rt.invoke(hello, request("/"), limits=Limits(instance_reuse=100, timeout_s=60))
+                await drain(resp)
+                return resp.status
+
+            statuses = list(await asyncio.gather(*(one() for _ in range(16))))
+            return statuses, rt.gate.peak
+        finally:
+            await rt.aclose()
+
+    statuses, peak = arun(main())
+    assert statuses == [200] * 16
+    assert peak == 2
+
+
+def test_a_gate_needs_a_place() -> None:
+    with pytest.raises(ValueError, match="max_executing must be at least 1"):
+        RunGate(0)
+
+
+def test_the_gate_size_comes_from_the_environment_when_not_given(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def size() -> int:
+        rt = Runtime(data_dir)
+        try:
+            return rt.gate.size
+        finally:
+            await rt.aclose()
+
+    monkeypatch.setenv("EDGEFN_MAX_EXECUTING", "3")
+    assert arun(size()) == 3
+    monkeypatch.setenv("EDGEFN_MAX_EXECUTING", "none")
+    with pytest.raises(ValueError, match="EDGEFN_MAX_EXECUTING must be a whole number"):
+        Runtime(data_dir)
