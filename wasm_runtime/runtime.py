@@ -530,7 +530,8 @@ class Runtime:
             return _ExitOk() if abort.ok else FunctionFailed("the function exited with an error status")
         if isinstance(abort, HostTimeout):
             return FunctionTimeout(f"the function ran longer than {inv.limits.timeout_s:g} s")
-        if isinstance(abort, HostCancelled):
+        if isinstance(abort, HostCancelled) or inv.cancelled:
+            # A guest that traps because its write failed after the client left did not crash.
             return FunctionFailed("cancelled: the client went away")
         text = str(exc)
         cause = text.split("Caused by:", 1)[-1] if "Caused by:" in text else text

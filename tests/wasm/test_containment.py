@@ -122,3 +122,39 @@ def test_a_cancelled_invocation_stops_a_cpu_bound_guest(components: dict[str, Pa
             return time.perf_counter() - t0
 
     assert arun(main()) < 1.0
+
+
+def test_a_trap_after_the_client_left_is_a_cancel_not_a_crash(data_dir: Path) -> None:
+    """A guest whose write fails once the client has gone often traps (`unreachable`); that is
+    the client's leaving, and must not be logged and counted as a crashed function."""
+    from wasmtime import WasmtimeError
+
+    from wasm_runtime import OutboundPolicy
+    from wasm_runtime._context import Invocation
+    from wasm_runtime.outbound import HttpxTransport
+
+    async def classify(cancelled: bool) -> FunctionError:
+        rt = Runtime(data_dir)
+        try:
+            inv = Invocation(
+                loop=asyncio.get_running_loop(),
+                request=request(),
+                limits=Limits(timeout_s=30),
+                env={},
+                outbound=OutboundPolicy(),
+                transport=HttpxTransport(),
+                request_id="r1",
+                log_fn=None,
+            )
+            if cancelled:
+                inv.cancel()
+            return rt._classify(
+                inv, WasmtimeError("error while executing\n\nCaused by:\n    wasm trap: unreachable")
+            )
+        finally:
+            await rt.aclose()
+
+    crashed = arun(classify(cancelled=False))
+    assert isinstance(crashed, FunctionTrap) and "unreachable" in str(crashed)
+    left = arun(classify(cancelled=True))
+    assert not isinstance(left, FunctionTrap) and "client went away" in str(left)
