@@ -39,6 +39,9 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+BACKLOG = 2048  # uvicorn's default
+
+
 def bind(listen: str) -> socket.socket:
     host, port = split_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -47,6 +50,9 @@ def bind(listen: str) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listening from the start: a connection made while the gateway is still starting waits in the
+    # backlog instead of being refused (health checks answer ready a moment before uvicorn serves).
+    sock.listen(BACKLOG)
     sock.set_inheritable(True)
     return sock
 

@@ -228,3 +228,22 @@ origin = "web"
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_listener_takes_connections_before_the_gateway_has_started() -> None:
+    """Bound sockets listen at once: a client (or a probe that just saw /healthz answer) that
+    connects while start-up finishes waits in the backlog instead of being refused."""
+    import socket
+
+    from gateway.server import bind
+
+    listener = bind("127.0.0.1:0")
+    try:
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            accepted, _ = listener.accept()  # what uvicorn does once it serves
+            with accepted:
+                assert accepted.recv(100).startswith(b"GET / HTTP/1.1")
+    finally:
+        listener.close()
