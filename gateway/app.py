@@ -236,9 +236,14 @@ class Gateway:
         headers: RawHeaders = []
         forwarded_for: list[bytes] = []
         cdn_geo: RawHeaders = []
+        has_body = False
         for k, v in raw:
             if k == b"host":
                 host = v.decode("latin-1")
+            elif k == b"content-length":
+                has_body = has_body or v != b"0"
+            elif k == b"transfer-encoding":
+                has_body = True
             if k in GATEWAY_OWNED:
                 continue
             if k in CDN_GEO_HEADERS:
@@ -262,7 +267,7 @@ class Gateway:
         request_id = request_id or new_request_id()
         headers.append((b"x-request-id", request_id.encode()))
         ctx = RequestContext(request_id=request_id)
-        ctx.connection = ClientConnection(receive, ctx, _has_body(raw))
+        ctx.connection = ClientConnection(receive, ctx, has_body)
         request = EdgeRequest(
             method=scope["method"],
             scheme=scope.get("scheme", "http"),
@@ -413,7 +418,3 @@ def http_date() -> bytes:
     if _date[0] != now:
         _date = (now, email.utils.formatdate(now, usegmt=True).encode())
     return _date[1]
-
-
-def _has_body(raw: RawHeaders) -> bool:
-    return any((k == b"content-length" and v != b"0") or k == b"transfer-encoding" for k, v in raw)
