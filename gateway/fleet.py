@@ -42,10 +42,8 @@ class GatewayFleet:
         notices.on_resync(self._resync)
 
     @classmethod
-    async def join(cls, gateway: Gateway) -> GatewayFleet | None:
-        """The node's fleet membership, started; None when the control plane is SQLite."""
-        if gateway.config.node.control_plane == "sqlite":
-            return None
+    async def join(cls, gateway: Gateway) -> GatewayFleet:
+        """The node's fleet membership, started (the gateway asks only for a redis:// control plane)."""
         fleet = cls(gateway)
         await fleet.fleet.start()
         return fleet
