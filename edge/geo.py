@@ -20,11 +20,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-import maxminddb
 from cachetools import LRUCache
+
+if TYPE_CHECKING:
+    import maxminddb  # imported by GeoLocator when the node has a geoip_db
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -171,6 +173,8 @@ class GeoLocator:
         self.path = Path(path) if path is not None else None
         self.reader: maxminddb.Reader | None = None
         if self.path is not None:
+            import maxminddb
+
             self.reader = maxminddb.open_database(str(self.path), maxminddb.MODE_AUTO)
         self.cache: LRUCache[str, Viewer | None] = LRUCache(maxsize=cache_size)
 

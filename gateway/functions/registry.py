@@ -568,15 +568,19 @@ def _port(listen: str) -> int | None:
 
 
 def open_registry(node: Node, config_functions: Mapping[str, Function]) -> Registry:
-    """The node's registry, with URLs made for edgefn.toml functions that ask for one."""
-    from edge.sync import ControlPlane
-    from edge.sync_registry import RedisRegistryStore
-    from gateway.functions.registry_sqlite import SqliteStore
+    """The node's registry, with URLs made for edgefn.toml functions that ask for one.
 
+    Each store is imported only when chosen: the Redis one loads redis-py (about 100 ms of a
+    node's start), which a node on SQLite never uses."""
     store: RegistryStore
     if node.control_plane == "sqlite":
+        from gateway.functions.registry_sqlite import SqliteStore
+
         store = SqliteStore(Path(node.data_dir))
     else:  # a fleet: documents and blobs in Redis (edge/sync_registry.py)
+        from edge.sync import ControlPlane
+        from edge.sync_registry import RedisRegistryStore
+
         store = RedisRegistryStore(ControlPlane.parse(node.control_plane), Path(node.data_dir))
     registry = Registry(store, config_functions, url_domain=node.url_domain, url_port=_port(node.listen))
     try:

@@ -29,8 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from croniter import croniter
-
 from gateway.context import EdgeRequest, empty_body
 from gateway.functions.queue import Event, InvocationQueue, stored_request
 
@@ -109,6 +107,8 @@ class Schedule:
         if self.period_s is not None:
             return t + self.period_s
         assert self.cron is not None
+        from croniter import croniter  # only cron(...) schedules need it: kept off the start path
+
         start = datetime.fromtimestamp(t, UTC)
         for _ in range(LAST_YEAR - FIRST_YEAR + 1):
             nxt = croniter(self.cron, start).get_next(datetime)
@@ -148,6 +148,8 @@ def parse(function: str, expression: str) -> Schedule:
         raise ScheduleError(f"{expression!r}: cron() takes 6 fields, got {len(fields)}")
     minute, hour, dom, month, dow, year = fields
     cron = " ".join([minute, hour, "*" if dom == "?" else dom, month, _dow(dow)])
+    from croniter import croniter
+
     try:
         years = _years(year)
         croniter(cron, datetime.now(UTC)).get_next(datetime)
