@@ -9,12 +9,16 @@ the rules stay in `Registry`; this only stores.
     <prefix>reg:revision       the store-wide revision, bumped by every successful write
     <prefix>blob:<sha256>      component bytes, content-addressed
     <prefix>notice:registry    channel: {"revision": N} after every write
+    <prefix>lease:<name>       a lease (the blob sweep's: one node at a time), holder id with a TTL
 
 `write` is one Lua script: it checks every expected revision and either changes everything (and
 bumps the revision and publishes it) or nothing. Blobs are put before the document naming them
 is written, as in the SQLite store, and fetched by any node on first use into
 `data_dir/components/<sha256>.wasm` (checked against the hash; written to a temporary file,
 fsync'd and renamed), so a node compiles from a local file and fetches each component once.
+A write given `blobs` applies only if those blobs exist, checked in the same script; `delete_blob`
+deletes a blob in one script with the move of its record `blob/<sha256>`, so a write naming a blob
+can never commit after its deletion (docs/functions.md, "Unreferenced blobs").
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,16 +45,20 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 WARN_EVERY_S = 10.0
 T = TypeVar("T")
 
-# KEYS: revision, key index, then the documents. ARGV: channel, then (name, expected, doc or '')
-# per document. Answers the new store revision, or 0 when an expected revision did not hold.
+# KEYS: revision, key index, the documents, then blobs that must exist. ARGV: channel, the number
+# of documents, then (name, expected, doc or '') per document. Answers the new store revision, or 0
+# when an expected revision did not hold or a blob is missing.
 _WRITE = """
-local n = #KEYS - 2
+local n = tonumber(ARGV[2])
 for i = 1, n do
   local rev = tonumber(redis.call('HGET', KEYS[i + 2], 'rev') or '0')
-  if rev ~= tonumber(ARGV[(i - 1) * 3 + 3]) then return 0 end
+  if rev ~= tonumber(ARGV[(i - 1) * 3 + 4]) then return 0 end
+end
+for i = n + 3, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then return 0 end
 end
 for i = 1, n do
-  local name, expected, doc = ARGV[(i - 1) * 3 + 2], tonumber(ARGV[(i - 1) * 3 + 3]), ARGV[(i - 1) * 3 + 4]
+  local name, expected, doc = ARGV[(i - 1) * 3 + 3], tonumber(ARGV[(i - 1) * 3 + 4]), ARGV[(i - 1) * 3 + 5]
   if doc == '' then
     redis.call('HSET', KEYS[i + 2], 'rev', expected + 1)
     redis.call('HDEL', KEYS[i + 2], 'doc')
@@ -63,6 +71,32 @@ end
 local revision = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', ARGV[1], cjson.encode({revision = revision}))
 return revision
+"""
+
+# KEYS: the blob's record, the blob, the key index. ARGV: expected revision, the record's name.
+# Answers 1 when the blob and its record went together, 0 when the record had moved.
+_DELETE_BLOB = """
+local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
+if rev ~= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'rev', rev + 1)
+redis.call('HDEL', KEYS[1], 'doc')
+redis.call('ZREM', KEYS[3], ARGV[2])
+return 1
+"""
+
+# KEYS: the lease. ARGV: holder, TTL in ms. Takes a free lease or renews our own.
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -78,6 +112,9 @@ class RedisRegistryStore:
         self._revision_key, self._index = f"{p}reg:revision", f"{p}reg:keys"
         self.channel = f"{p}notice:registry"
         self._write = self.redis.register_script(_WRITE)
+        self._delete_blob = self.redis.register_script(_DELETE_BLOB)
+        self._lease = self.redis.register_script(_LEASE)
+        self._release = self.redis.register_script(_RELEASE)
         self._known: int | None = None
         self._warned = -WARN_EVERY_S
         self._call(self.redis.ping)
@@ -95,10 +132,18 @@ class RedisRegistryStore:
         rev, doc = self._call(self.redis.hmget, self._doc_key(key), ["rev", "doc"])
         return int(rev or 0), (json.loads(doc) if doc else None)
 
-    def write(self, changes: dict[str, tuple[int, dict[str, Any] | None]]) -> bool:
-        """All or nothing: every key must still be at its expected revision."""
-        keys = [self._revision_key, self._index, *(self._doc_key(k) for k in changes)]
-        args: list[Any] = [self.channel]
+    def write(
+        self, changes: dict[str, tuple[int, dict[str, Any] | None]], blobs: Collection[str] = ()
+    ) -> bool:
+        """All or nothing: every key must still be at its expected revision and every blob in
+        `blobs` must exist."""
+        keys = [
+            self._revision_key,
+            self._index,
+            *(self._doc_key(k) for k in changes),
+            *(self._blob_key(self._sha(sha)) for sha in blobs),
+        ]
+        args: list[Any] = [self.channel, len(changes)]
         for key, (expected, doc) in changes.items():
             args += [key, expected, "" if doc is None else json.dumps(doc, sort_keys=True)]
         revision = self._call(lambda: self._write(keys=keys, args=args))
@@ -137,9 +182,11 @@ class RedisRegistryStore:
         return self._known
 
     def put_blob(self, sha256: str, path: Path) -> None:
-        """Store the component under its hash (once: an existing blob is left alone) and keep a
-        local copy, so this node need not fetch what it just uploaded."""
+        """Store the component under its hash (once: an existing blob is left alone, and not sent
+        again) and keep a local copy, so this node need not fetch what it just uploaded."""
         target = self.blob_path_local(sha256)
+        if target.exists() and self._call(self.redis.exists, self._blob_key(sha256)):
+            return
         data = Path(path).read_bytes()
         self._call(lambda: self.redis.set(self._blob_key(sha256), data, nx=True))
         self._wait()
@@ -164,9 +211,59 @@ class RedisRegistryStore:
         return target
 
     def blob_path_local(self, sha256: str) -> Path:
+        return self.blob_dir / f"{self._sha(sha256)}.wasm"
+
+    @staticmethod
+    def _sha(sha256: str) -> str:
         if not _SHA256.fullmatch(sha256):
             raise ValueError(f"{sha256!r} is not a sha256 hex digest")
-        return self.blob_dir / f"{sha256}.wasm"
+        return sha256
+
+    def blob_ids(self) -> list[str]:
+        """The sha256 of every blob in Redis (SCAN, so Redis is never blocked by a long listing)."""
+        start = len(self._blob_key(""))
+        found = self._call(lambda: list(self.redis.scan_iter(match=self._blob_key("*"), count=500)))
+        return sorted(s for k in found if _SHA256.fullmatch(s := k.decode()[start:]))
+
+    def delete_blob(self, sha256: str, expected: int) -> bool:
+        """Delete the blob from Redis if its record `blob/<sha256>` is still at revision `expected`,
+        in one script with the record's tombstone. Local copies are left to `prune_local`."""
+        key = f"blob/{sha256}"
+        keys = [self._doc_key(key), self._blob_key(self._sha(sha256)), self._index]
+        deleted = self._call(lambda: self._delete_blob(keys=keys, args=[expected, key]))
+        if deleted:
+            self._wait()
+        return bool(deleted)
+
+    def prune_local(self, keep: Callable[[str], bool], before: float) -> list[Path]:
+        """Remove local copies that `keep` does not want and last changed before `before`, and
+        temporary files of fetches a crash interrupted. A copy is a cache: a blob still in Redis
+        is fetched again when asked for."""
+        removed = []
+        for path in sorted(self.blob_dir.iterdir()):
+            name = path.name
+            if name.endswith(".wasm") and _SHA256.fullmatch(path.stem):
+                if keep(path.stem):
+                    continue
+            elif not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            try:
+                if path.stat().st_mtime < before:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:  # another process of this node removed it first
+                continue
+        return removed
+
+    def lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease `name` for `ttl_s` seconds (Redis' clock); False while another
+        holder has it."""
+        key = f"{self.plane.prefix}lease:{name}"
+        return bool(self._call(lambda: self._lease(keys=[key], args=[holder, max(1, int(ttl_s * 1000))])))
+
+    def release(self, name: str, holder: str) -> None:
+        key = f"{self.plane.prefix}lease:{name}"
+        self._call(lambda: self._release(keys=[key], args=[holder]))
 
     def _blob_key(self, sha256: str) -> str:
         return f"{self.plane.prefix}blob:{sha256}"

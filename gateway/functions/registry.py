@@ -9,8 +9,10 @@ without locks held across a decision, and why a kill -9 leaves either the old or
 The records, errors and the store protocol are in `registry_records` and re-exported here.
 
 Keys: `function/<name>` (config, $LATEST code, versions, aliases, next version number and the
-function's URL ids), `url/<url_id>`, `secret/<name>`. Component bytes are blobs named by sha256,
-stored before the document naming them is committed.
+function's URL ids), `url/<url_id>`, `secret/<name>`, `blob/<sha256>` (a blob's record, rewritten
+by every deploy naming it: the revision a sweep must find unmoved to delete the blob). Component
+bytes are blobs named by sha256, stored before the document naming them is committed; blobs that
+no document names are deleted by `registry_sweep`.
 """
 
 from __future__ import annotations
@@ -125,13 +127,14 @@ class Registry:
 
     # -- compare-and-set ---------------------------------------------------------------------------
 
-    def _commit(self, decide: Callable[[], tuple[Changes, T]]) -> T:
-        """Run `decide` (reads, then the changes and a result) until its write applies unopposed."""
+    def _commit(self, decide: Callable[[], tuple[Changes, T]], blobs: tuple[str, ...] = ()) -> T:
+        """Run `decide` (reads, then the changes and a result) until its write applies unopposed
+        (and, with `blobs`, finds those blobs stored)."""
         deadline = time.monotonic() + _CAS_DEADLINE_S
         attempt = 0
         while True:
             changes, result = decide()
-            if not changes or self.store.write(changes):
+            if not changes or self.store.write(changes, blobs):
                 return result
             attempt += 1
             if time.monotonic() > deadline:
@@ -173,15 +176,20 @@ class Registry:
 
         A mapping changes only the keys it names (as `update_config`), so code and settings that
         arrive together land together or not at all. The caller has validated the component.
+        The blob's record is rewritten in the same change: a sweep that decided to delete the
+        blob before this commits finds the record moved and keeps it (docs/functions.md).
         """
         self.check_deployable(name, config)  # before the blob is stored: a refusal leaves no file
         sha, size = file_sha256(Path(wasm_path))
-        self.store.put_blob(sha, Path(wasm_path))  # durable before any document names it
 
         def decide() -> tuple[Changes, FunctionInfo]:
+            blob_rev, _ = self.store.read(f"blob/{sha}")
+            # Durable before any document names it; stored again if a sweep deleted it meanwhile
+            # (then the record read above has moved, or the write finds the blob missing).
+            self.store.put_blob(sha, Path(wasm_path))
             key = f"function/{name}"
             rev, doc = self.store.read(key)
-            changes: Changes = {}
+            changes: Changes = {f"blob/{sha}": (blob_rev, {"size": size})}
             now = self.clock()
             if doc is None or doc.get("source") != "registry":
                 urls = doc.get("urls", {}) if doc is not None else {}
@@ -203,7 +211,7 @@ class Registry:
             changes[key] = (rev, doc)
             return changes, FunctionInfo.from_doc(doc)
 
-        return self._commit(decide)
+        return self._commit(decide, blobs=(sha,))
 
     def configure(self, name: str, config: FunctionConfig) -> FunctionInfo:
         config.check()
@@ -272,8 +280,23 @@ class Registry:
                 out[name] = FunctionInfo.from_doc(doc)
         return [out[name] for name in sorted(out)]
 
+    def referenced_blobs(self) -> set[str]:
+        """The sha256 of every blob a function document names ($LATEST or a version), read from
+        the documents themselves (a deployed function shadowed by an edgefn.toml one still counts)."""
+        shas: set[str] = set()
+        for key in self.store.keys("function/"):
+            _, doc = self.store.read(key)
+            if doc is not None and "code_sha256" in doc:
+                shas.add(doc["code_sha256"])
+                shas.update(v["code_sha256"] for v in doc.get("versions", ()))
+        return shas
+
+    def config_blobs(self) -> set[str]:
+        """The sha256 of the edgefn.toml functions' components (compiled here, never stored)."""
+        return {self._config_info(f).code_sha256 for f in self.config_functions.values()} - {""}
+
     def delete(self, name: str) -> None:
-        """Delete a function with its versions, aliases and URLs."""
+        """Delete a function with its versions, aliases and URLs (their blobs go with a later sweep)."""
 
         def decide() -> tuple[Changes, None]:
             rev, doc = self._function_doc(name)

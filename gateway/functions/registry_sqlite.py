@@ -7,7 +7,11 @@ the same file; SQLite serialises their writers and `busy_timeout` makes them wai
 
 Blobs are `data_dir/components/<sha256>.wasm`: copied to a temporary file, fsync'd, renamed and
 the directory fsync'd, all before the registry commits a document naming them. A crash between the
-two leaves an unreferenced blob, never a document pointing at a missing or partial file.
+two leaves an unreferenced blob, never a document pointing at a missing or partial file. A `write`
+given `blobs` checks inside its transaction that those files exist, and `delete_blob` removes a file
+inside the transaction that moves the blob's record: the two are serialised by SQLite's write lock,
+so a write that names a blob can never commit after (or across) its deletion (docs/functions.md,
+"Unreferenced blobs").
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +33,21 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (key TEXT PRIMARY KEY, rev INTEGER NOT NULL, doc TEXT);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL);
 """
+
+
+def _prune_temporaries(directory: Path, before: float) -> list[Path]:
+    """Remove `.*.tmp` files last changed before `before` (a copy cut short by a crash)."""
+    removed = []
+    for path in directory.glob(".*.tmp"):
+        try:
+            if path.stat().st_mtime < before:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # another process of this node removed it first
+            continue
+    return removed
 
 
 def fsync_dir(path: Path) -> None:
@@ -70,17 +90,24 @@ class SqliteStore:
         rev, text = row
         return rev, None if text is None else json.loads(text)
 
-    def write(self, changes: dict[str, tuple[int, dict[str, Any] | None]]) -> bool:
-        """All or nothing: every key must still be at its expected revision."""
+    def write(
+        self, changes: dict[str, tuple[int, dict[str, Any] | None]], blobs: Collection[str] = ()
+    ) -> bool:
+        """All or nothing: every key must still be at its expected revision, and every blob in
+        `blobs` must exist (checked under the write lock, which `delete_blob` holds while it deletes)."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                for key, (expected, doc) in changes.items():
+                for key, (expected, _) in changes.items():
                     row = db.execute("SELECT rev FROM docs WHERE key = ?", (key,)).fetchone()
                     if (row[0] if row else 0) != expected:
                         db.execute("ROLLBACK")
                         return False
+                if not all(self.blob_path(sha).exists() for sha in blobs):
+                    db.execute("ROLLBACK")
+                    return False
+                for key, (expected, doc) in changes.items():
                     # A deleted document stays as a tombstone so its revision never goes back.
                     db.execute(
                         "INSERT INTO docs (key, rev, doc) VALUES (?, ?, ?) "
@@ -129,6 +156,74 @@ class SqliteStore:
         if not _SHA256.fullmatch(sha256):
             raise ValueError(f"{sha256!r} is not a sha256 hex digest")
         return self.blob_dir / f"{sha256}.wasm"
+
+    def blob_ids(self) -> list[str]:
+        """The sha256 of every stored blob (the files in `components/`)."""
+        return sorted(p.stem for p in self.blob_dir.glob("*.wasm") if _SHA256.fullmatch(p.stem))
+
+    def delete_blob(self, sha256: str, expected: int) -> bool:
+        """Delete the blob if its record `blob/<sha256>` is still at revision `expected`; the record
+        becomes a tombstone. The file goes inside the transaction: a kill -9 after the unlink rolls
+        the record back, and the next `write` naming the blob finds the file missing and is refused
+        (its writer stores the blob again), so no document can name a deleted file."""
+        key = f"blob/{sha256}"
+        path = self.blob_path(sha256)
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT rev FROM docs WHERE key = ?", (key,)).fetchone()
+                if (row[0] if row else 0) != expected:
+                    db.execute("ROLLBACK")
+                    return False
+                self._unlink_blob(path)
+                db.execute(
+                    "INSERT INTO docs (key, rev, doc) VALUES (?, ?, NULL) "
+                    "ON CONFLICT(key) DO UPDATE SET rev = excluded.rev, doc = NULL",
+                    (key, expected + 1),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return True
+
+    def _unlink_blob(self, path: Path) -> None:
+        """The file's removal, inside `delete_blob`'s transaction (a seam for the crash tests)."""
+        path.unlink(missing_ok=True)
+
+    def prune_local(self, keep: Callable[[str], bool], before: float) -> list[Path]:
+        """Local leftovers older than `before`: temporary files of copies a crash interrupted. The
+        blobs here are the registry's own (not copies), removed only by `delete_blob`."""
+        return _prune_temporaries(self.blob_dir, before)
+
+    def lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease `name` for `ttl_s` seconds; False while another holder has it."""
+        now = time.time()
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT holder, until FROM leases WHERE name = ?", (name,)).fetchone()
+                if row is not None and row[0] != holder and row[1] > now:
+                    db.execute("ROLLBACK")
+                    return False
+                db.execute(
+                    "INSERT INTO leases (name, holder, until) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until",
+                    (name, holder, now + ttl_s),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return True
+
+    def release(self, name: str, holder: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
     def close(self) -> None:
         with self._lock:
