@@ -32,6 +32,7 @@ from gateway.function_urls import FunctionUrls
 from gateway.functions.invocations import Invocations
 from gateway.functions.outbound import GatewayTransport
 from gateway.functions.registry import Registry, open_registry
+from gateway.functions.registry_sweep import BlobSweeper
 from gateway.functions.service import Functions
 from gateway.observability import GatewayMetrics, log_access
 from gateway.pipeline import Pipeline, RoutePlan, compile_plan
@@ -120,6 +121,7 @@ class Gateway:
         self.health = HealthChecker(self.pools.values(), self.http)
         self.runtime = runtime
         self.registry: Registry | None = None
+        self.blob_sweeper: BlobSweeper | None = None  # reclaims code nothing names (registry_sweep.py)
         self.functions: Functions | None = None
         self.function_urls: FunctionUrls | None = None
         self.invocations: Invocations | None = None
@@ -156,6 +158,8 @@ class Gateway:
         self.functions.on_change(self.invocations.scheduler.poke)
         self.function_urls = FunctionUrls(self.config.node.url_domain, self.functions, self.env, self.http)
         await self.invocations.start()
+        self.blob_sweeper = BlobSweeper(self.registry, compiled_dir=self.runtime.compiled_dir)
+        self.blob_sweeper.start()
         origin_targets: dict[str, Target] = {
             name: OriginTarget(pool, self.http, via=self.via) for name, pool in self.pools.items()
         }
@@ -199,6 +203,8 @@ class Gateway:
         await self.http.aclose()
         if self.runtime is not None:
             await self.runtime.aclose()
+        if self.blob_sweeper is not None:
+            await self.blob_sweeper.aclose()
         if self.registry is not None:
             self.registry.close()
         if self.fleet is not None:
