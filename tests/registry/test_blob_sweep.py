@@ -10,6 +10,7 @@ import hashlib
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -358,6 +359,11 @@ def test_sigkill_during_sweeps_leaves_a_consistent_registry(tmp_path: Path) -> N
     assert set(registry.store.blob_ids()) == registry.referenced_blobs()
     assert_consistent(data_dir)
     registry.close()
+    with sqlite3.connect(data_dir / "registry.sqlite3") as db:
+        (deleted,) = db.execute(
+            "SELECT count(*) FROM docs WHERE key LIKE 'blob/%' AND doc IS NULL"
+        ).fetchone()
+    assert deleted > 5, "the churn's sweeps deleted (almost) nothing"
 
 
 def test_one_process_at_a_time_sweeps_the_blobs(registry: Registry, code: Callable[[str], Path]) -> None:
