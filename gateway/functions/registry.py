@@ -271,14 +271,25 @@ class Registry:
 
     def functions(self) -> list[FunctionInfo]:
         out = {name: self._config_info(f) for name, f in self.config_functions.items()}
-        for key in self.store.keys("function/"):
+        out.update((info.name, info) for info in self.deployed())
+        return [out[name] for name in sorted(out)]
+
+    def deployed(self) -> list[FunctionInfo]:
+        """Functions deployed through the registry and not shadowed by an edgefn.toml one, by name.
+
+        Unlike `functions()`, reads no component file: a config function's info hashes its file
+        (the first time, 30-40 ms for an 18 MB component), which a caller such as the scheduler,
+        asking on the event loop at start-up, does not need.
+        """
+        out = []
+        for key in sorted(self.store.keys("function/")):
             name = key.removeprefix("function/")
-            if name in out:
+            if name in self.config_functions:
                 continue
             _, doc = self.store.read(key)
             if doc is not None and doc.get("source") == "registry":
-                out[name] = FunctionInfo.from_doc(doc)
-        return [out[name] for name in sorted(out)]
+                out.append(FunctionInfo.from_doc(doc))
+        return out
 
     def referenced_blobs(self) -> set[str]:
         """The sha256 of every blob a function document names ($LATEST or a version), read from

@@ -189,9 +189,7 @@ class Functions:
         revision = self.registry.revision()
         if self._schedules is None or self._schedules[0] != revision:
             listed = [
-                (info.name, info.config.schedule)
-                for info in self.registry.functions()
-                if info.source == "registry" and info.config.schedule
+                (info.name, info.config.schedule) for info in self.registry.deployed() if info.config.schedule
             ]
             self._schedules = (revision, listed)
         return list(self._schedules[1])

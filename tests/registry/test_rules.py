@@ -415,6 +415,21 @@ def test_config_functions_are_read_only_but_listed(tmp_path: Path, code: Code) -
     reg.close()
 
 
+def test_deployed_lists_registry_functions_that_no_config_function_shadows(tmp_path: Path, code: Code) -> None:
+    reg = Registry(SqliteStore(tmp_path / "data"))
+    for name in ("zeta", "greet", "other"):
+        reg.deploy(name, code(name))
+    reg.close()
+    reg = Registry(SqliteStore(tmp_path / "data"), {"greet": config_function(code("toml"))})
+    assert [(f.name, f.source) for f in reg.deployed()] == [("other", "registry"), ("zeta", "registry")]
+    assert [(f.name, f.source) for f in reg.functions()] == [
+        ("greet", "config"),
+        ("other", "registry"),
+        ("zeta", "registry"),
+    ]
+    reg.close()
+
+
 def test_config_function_url_is_made_once_and_kept_across_restarts(tmp_path: Path, code: Code) -> None:
     node = Node(data_dir=tmp_path / "data", listen="127.0.0.1:9000", url_domain="fn.test")
     functions = {"greet": config_function(code("toml"), FunctionUrl(invoke_mode="RESPONSE_STREAM"))}
