@@ -227,7 +227,7 @@ class RedisRegistryStore:
 
     def delete_blob(self, sha256: str, expected: int) -> bool:
         """Delete the blob from Redis if its record `blob/<sha256>` is still at revision `expected`,
-        in one script with the record's tombstone. Local copies are left to `prune_local`."""
+        in one script with the record's tombstone. Local copies are left to the sweep (`local_files`)."""
         key = f"blob/{sha256}"
         keys = [self._doc_key(key), self._blob_key(self._sha(sha256)), self._index]
         deleted = self._call(lambda: self._delete_blob(keys=keys, args=[expected, key]))
@@ -235,25 +235,15 @@ class RedisRegistryStore:
             self._wait()
         return bool(deleted)
 
-    def prune_local(self, keep: Callable[[str], bool], before: float) -> list[Path]:
-        """Remove local copies that `keep` does not want and last changed before `before`, and
-        temporary files of fetches a crash interrupted. A copy is a cache: a blob still in Redis
-        is fetched again when asked for."""
-        removed = []
-        for path in sorted(self.blob_dir.iterdir()):
-            name = path.name
-            if name.endswith(".wasm") and _SHA256.fullmatch(path.stem):
-                if keep(path.stem):
-                    continue
-            elif not (name.startswith(".") and name.endswith(".tmp")):
-                continue
-            try:
-                if path.stat().st_mtime < before:
-                    path.unlink()
-                    removed.append(path)
-            except FileNotFoundError:  # another process of this node removed it first
-                continue
-        return removed
+    def local_files(self) -> list[Path]:
+        """Files a sweep may remove (docs/fleet.md): local copies of blobs, a cache (a blob still
+        in Redis is fetched again when asked for), and temporaries of fetches a crash cut short."""
+        return sorted(
+            p
+            for p in self.blob_dir.iterdir()
+            if (p.suffix == ".wasm" and _SHA256.fullmatch(p.stem))
+            or (p.name.startswith(".") and p.name.endswith(".tmp"))
+        )
 
     def lease(self, name: str, holder: str, ttl_s: float) -> bool:
         """Take or renew the lease `name` for `ttl_s` seconds (Redis' clock); False while another

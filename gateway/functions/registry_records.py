@@ -13,7 +13,7 @@ checks its own rules (`check`), once for every way a configuration arrives.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -53,8 +53,9 @@ class RegistryStore(Protocol):
 
     `write(changes, blobs)` applies only if every blob in `blobs` exists, checked atomically with
     the revisions; `delete_blob(sha, rev)` deletes a blob atomically with moving its record
-    `blob/<sha>` from revision `rev` (and refuses if the record moved). `prune_local` removes this
-    node's leftover files; `lease` / `release` let one process at a time do a shared chore.
+    `blob/<sha>` from revision `rev` (and refuses if the record moved). `local_files` lists this
+    node's files a sweep may remove (copies, temporaries); `lease` / `release` let one process at a
+    time do a shared chore.
     """
 
     def read(self, key: str) -> tuple[int, Doc | None]: ...
@@ -65,7 +66,7 @@ class RegistryStore(Protocol):
     def blob_path(self, sha256: str) -> Path: ...
     def blob_ids(self) -> list[str]: ...
     def delete_blob(self, sha256: str, expected: int) -> bool: ...
-    def prune_local(self, keep: Callable[[str], bool], before: float) -> list[Path]: ...
+    def local_files(self) -> list[Path]: ...
     def lease(self, name: str, holder: str, ttl_s: float) -> bool: ...
     def release(self, name: str, holder: str) -> None: ...
     def close(self) -> None: ...

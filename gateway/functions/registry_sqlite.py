@@ -16,6 +16,7 @@ so a write that names a blob can never commit after (or across) its deletion (do
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +38,9 @@ CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, 
 """
 
 
-def _prune_temporaries(directory: Path, before: float) -> list[Path]:
-    """Remove `.*.tmp` files last changed before `before` (a copy cut short by a crash)."""
-    removed = []
-    for path in directory.glob(".*.tmp"):
-        try:
-            if path.stat().st_mtime < before:
-                path.unlink()
-                removed.append(path)
-        except FileNotFoundError:  # another process of this node removed it first
-            continue
-    return removed
+def _rev(db: sqlite3.Connection, key: str) -> int:
+    row = db.execute("SELECT rev FROM docs WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else 0
 
 
 def fsync_dir(path: Path) -> None:
@@ -72,15 +65,25 @@ class SqliteStore:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        with self._transaction() as db:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One `BEGIN IMMEDIATE` transaction under the lock: committed when the block ends (unless
+        it rolled back itself, to refuse a change), rolled back when it raises."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    self._db.execute(statement)
-                self._db.execute("COMMIT")
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
+            if db.in_transaction:
+                db.execute("COMMIT")
 
     def read(self, key: str) -> tuple[int, dict[str, Any] | None]:
         with self._lock:
@@ -95,31 +98,22 @@ class SqliteStore:
     ) -> bool:
         """All or nothing: every key must still be at its expected revision, and every blob in
         `blobs` must exist (checked under the write lock, which `delete_blob` holds while it deletes)."""
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for key, (expected, _) in changes.items():
-                    row = db.execute("SELECT rev FROM docs WHERE key = ?", (key,)).fetchone()
-                    if (row[0] if row else 0) != expected:
-                        db.execute("ROLLBACK")
-                        return False
-                if not all(self.blob_path(sha).exists() for sha in blobs):
+        with self._transaction() as db:
+            for key, (expected, _) in changes.items():
+                if _rev(db, key) != expected:
                     db.execute("ROLLBACK")
                     return False
-                for key, (expected, doc) in changes.items():
-                    # A deleted document stays as a tombstone so its revision never goes back.
-                    db.execute(
-                        "INSERT INTO docs (key, rev, doc) VALUES (?, ?, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET rev = excluded.rev, doc = excluded.doc",
-                        (key, expected + 1, None if doc is None else json.dumps(doc, sort_keys=True)),
-                    )
-                db.execute("UPDATE meta SET value = value + 1 WHERE name = 'revision'")
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+            if not all(self.blob_path(sha).exists() for sha in blobs):
+                db.execute("ROLLBACK")
+                return False
+            for key, (expected, doc) in changes.items():
+                # A deleted document stays as a tombstone so its revision never goes back.
+                db.execute(
+                    "INSERT INTO docs (key, rev, doc) VALUES (?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET rev = excluded.rev, doc = excluded.doc",
+                    (key, expected + 1, None if doc is None else json.dumps(doc, sort_keys=True)),
+                )
+            db.execute("UPDATE meta SET value = value + 1 WHERE name = 'revision'")
         return True
 
     def keys(self, prefix: str) -> list[str]:
@@ -168,57 +162,40 @@ class SqliteStore:
         (its writer stores the blob again), so no document can name a deleted file."""
         key = f"blob/{sha256}"
         path = self.blob_path(sha256)
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT rev FROM docs WHERE key = ?", (key,)).fetchone()
-                if (row[0] if row else 0) != expected:
-                    db.execute("ROLLBACK")
-                    return False
-                self._unlink_blob(path)
-                db.execute(
-                    "INSERT INTO docs (key, rev, doc) VALUES (?, ?, NULL) "
-                    "ON CONFLICT(key) DO UPDATE SET rev = excluded.rev, doc = NULL",
-                    (key, expected + 1),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            if _rev(db, key) != expected:
+                db.execute("ROLLBACK")
+                return False
+            self._unlink_blob(path)
+            db.execute(
+                "INSERT INTO docs (key, rev, doc) VALUES (?, ?, NULL) "
+                "ON CONFLICT(key) DO UPDATE SET rev = excluded.rev, doc = NULL",
+                (key, expected + 1),
+            )
         return True
 
     def _unlink_blob(self, path: Path) -> None:
         """The file's removal, inside `delete_blob`'s transaction (a seam for the crash tests)."""
         path.unlink(missing_ok=True)
 
-    def prune_local(self, keep: Callable[[str], bool], before: float) -> list[Path]:
-        """Local leftovers older than `before`: temporary files of copies a crash interrupted. The
-        blobs here are the registry's own (not copies), removed only by `delete_blob`."""
-        return _prune_temporaries(self.blob_dir, before)
+    def local_files(self) -> list[Path]:
+        """Files a sweep may remove by age: temporaries of copies a crash cut short. The blobs here
+        are the registry's own, not copies: only `delete_blob` removes them."""
+        return sorted(self.blob_dir.glob(".*.tmp"))
 
     def lease(self, name: str, holder: str, ttl_s: float) -> bool:
         """Take or renew the lease `name` for `ttl_s` seconds; False while another holder has it."""
         now = time.time()
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT holder, until FROM leases WHERE name = ?", (name,)).fetchone()
-                if row is not None and row[0] != holder and row[1] > now:
-                    db.execute("ROLLBACK")
-                    return False
-                db.execute(
-                    "INSERT INTO leases (name, holder, until) VALUES (?, ?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until",
-                    (name, holder, now + ttl_s),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            row = db.execute("SELECT holder, until FROM leases WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != holder and row[1] > now:
+                db.execute("ROLLBACK")
+                return False
+            db.execute(
+                "INSERT INTO leases (name, holder, until) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until",
+                (name, holder, now + ttl_s),
+            )
         return True
 
     def release(self, name: str, holder: str) -> None:

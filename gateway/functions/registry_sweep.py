@@ -48,7 +48,8 @@ LEASE = "blob-sweep"
 GRACE_S = 3600.0  # a blob is deleted after being unreferenced this long (two passes apart)
 INTERVAL_S = 600.0
 LEASE_S = 300.0
-_ARTIFACT = re.compile(r"([0-9a-f]{64})-.+")
+_ARTIFACT = re.compile(r"[0-9a-f]{64}-.+")  # the runtime's files in compiled/, finished or not
+_FINISHED = re.compile(r"([0-9a-f]{64})(?:\.wasm|-[^.]+\.cwasm)")
 MARK = "unreferenced_since"
 
 
@@ -95,6 +96,7 @@ class BlobSweeper:
     # -- one pass ----------------------------------------------------------------------------------
 
     def sweep(self) -> SweepReport:
+        """One pass: the shared blobs if this process gets the lease, then this node's files."""
         with self._busy:
             report = SweepReport()
             now = self.clock()
@@ -157,9 +159,10 @@ class BlobSweeper:
             _, doc = records[sha] if sha in records else self.store.read(f"blob/{sha}")
             return doc is not None and doc.get(MARK, now) > before
 
-        report.local += self.store.prune_local(keep, before)
-        if self.compiled_dir is not None:
-            report.local += _prune_artifacts(self.compiled_dir, keep, before)
+        files = self.store.local_files()
+        if self.compiled_dir is not None and self.compiled_dir.is_dir():
+            files += [p for p in self.compiled_dir.iterdir() if _ARTIFACT.fullmatch(p.name)]
+        report.local += _prune(files, keep, before)
         if report.local:
             log.info("blob sweep: removed %d local files (%s)", len(report.local), _names(report.local))
 
@@ -194,20 +197,14 @@ class BlobSweeper:
             return
 
 
-def _prune_artifacts(directory: Path, keep: Callable[[str], bool], before: float) -> list[Path]:
-    """Compiled artifacts (and temporaries of interrupted compiles) of code not kept, older than
-    `before`. Files this runtime does not name are left alone."""
+def _prune(paths: list[Path], keep: Callable[[str], bool], before: float) -> list[Path]:
+    """Remove the files last written before `before`, except finished ones (a blob's copy, a
+    compiled artifact) of code `keep` wants; temporaries of interrupted copies and compiles go by
+    age alone."""
     removed: list[Path] = []
-    try:
-        entries = sorted(directory.iterdir())
-    except FileNotFoundError:  # nothing compiled yet
-        return removed
-    for path in entries:
-        m = _ARTIFACT.fullmatch(path.name)
-        if m is None:
-            continue
-        finished = path.suffix == ".cwasm"
-        if finished and keep(m.group(1)):
+    for path in paths:
+        finished = _FINISHED.fullmatch(path.name)
+        if finished is not None and keep(finished.group(1)):
             continue
         try:
             if path.stat().st_mtime < before:

@@ -9,7 +9,6 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,9 @@ from edge.sync import ControlPlane
 from edge.sync_registry import RedisRegistryStore
 from gateway.functions.registry import Registry
 from gateway.functions.registry_sweep import BlobSweeper
+from tests.registry.test_blob_sweep import Clock, HoldsFirstBlobWrite
 
 GRACE = 100.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 def node(url: str, data_dir: Path) -> Registry:
@@ -79,7 +71,7 @@ def test_unnamed_blobs_leave_redis_and_every_nodes_copies(
     assert sweep_b.sweep().local == []  # marked less than the grace period ago: kept everywhere
     assert redis_client.exists(f"edgefn:blob:{gone}")
 
-    clock.offset += 2 * GRACE
+    clock.advance(2 * GRACE)
     report = sweep_a.sweep()
     assert report.deleted == [gone]
     assert not redis_client.exists(f"edgefn:blob:{gone}")
@@ -111,7 +103,7 @@ def test_named_blobs_are_never_deleted(redis_url: str, tmp_path: Path) -> None:
     for _ in range(3):
         report = sweep.sweep()
         assert report.leased and report.marked == [] and report.deleted == []
-        clock.offset += 10 * GRACE
+        clock.advance(10 * GRACE)
     assert a.store.blob_ids() == sorted(shas)
     a.close()
 
@@ -147,31 +139,15 @@ def test_a_write_naming_a_missing_blob_changes_nothing(redis_url: str, tmp_path:
     store.close()
 
 
-class HeldStore(RedisRegistryStore):
-    """Holds the first write that names a blob (a deploy's commit) until the test lets it go."""
-
-    def __init__(self, url: str, data_dir: Path) -> None:
-        super().__init__(ControlPlane.parse(url), data_dir)
-        self.reached = threading.Event()
-        self.go = threading.Event()
-        self.attempts = 0
-
-    def write(
-        self, changes: dict[str, tuple[int, dict[str, Any] | None]], blobs: Collection[str] = ()
-    ) -> bool:
-        if blobs:
-            self.attempts += 1
-            if self.attempts == 1:
-                self.reached.set()
-                assert self.go.wait(60), "the test never let the held write go"
-        return super().write(changes, blobs)
+class HeldStore(HoldsFirstBlobWrite, RedisRegistryStore):
+    pass
 
 
 def test_a_deploy_whose_blob_was_swept_before_its_commit_stores_it_again(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     """No grace period: node B's sweep deletes the blob node A's deploy is about to name."""
-    held = HeldStore(redis_url, tmp_path / "a")
+    held = HeldStore(ControlPlane.parse(redis_url), tmp_path / "a")
     path, sha = code(tmp_path, "in-flight")
     result: list[Any] = []
     thread = threading.Thread(target=lambda: result.append(Registry(held).deploy("f", path)))

@@ -170,11 +170,12 @@ def test_leftovers_without_a_record_are_swept_too(registry: Registry, code: Call
     assert store.blob_ids() == []
 
 
-class HeldStore(SqliteStore):
-    """Holds the first write that names a blob (a deploy's commit) until the test lets it go."""
+class HoldsFirstBlobWrite:
+    """Mixed into a store: holds the first write that names a blob (a deploy's commit) until the
+    test lets it go."""
 
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.reached = threading.Event()
         self.go = threading.Event()
         self.attempts = 0
@@ -187,7 +188,11 @@ class HeldStore(SqliteStore):
             if self.attempts == 1:
                 self.reached.set()
                 assert self.go.wait(60), "the test never let the held write go"
-        return super().write(changes, blobs)
+        return super().write(changes, blobs)  # type: ignore[misc]
+
+
+class HeldStore(HoldsFirstBlobWrite, SqliteStore):
+    pass
 
 
 def deploy_held(data_dir: Path, name: str, path: Path) -> tuple[HeldStore, threading.Thread, list[Any]]:
