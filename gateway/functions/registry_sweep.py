@@ -18,7 +18,8 @@ few times a day fills its disk. A sweep, per pass:
 2. this node's files, in every process: compiled artifacts `compiled/<sha256>-*.cwasm` (and the
    store's local copies in a fleet) whose sha256 no document names, which no unexpired record
    protects, and that were last written more than `grace_s` ago (the admin API compiles an upload
-   before the blob is stored: its fresh artifact is kept by its age). Removing a cache file costs
+   before the blob is stored: its fresh artifact is kept by its age; a `compiled/` that is a
+   symbolic link is shared with other data directories and left alone). Removing a cache file costs
    at most a fetch or a recompile; a component already loaded keeps running, since the runtime
    holds it in memory (a deserialized artifact is a private mapping of a file that Linux keeps
    until it is unmapped).
@@ -160,8 +161,11 @@ class BlobSweeper:
             return doc is not None and doc.get(MARK, now) > before
 
         files = self.store.local_files()
-        if self.compiled_dir is not None and self.compiled_dir.is_dir():
-            files += [p for p in self.compiled_dir.iterdir() if _ARTIFACT.fullmatch(p.name)]
+        compiled = self.compiled_dir
+        # A symlinked compile cache is shared with other data directories (the tests and benches
+        # share one per machine), whose registries this one cannot see: it is not ours to prune.
+        if compiled is not None and compiled.is_dir() and not compiled.is_symlink():
+            files += [p for p in compiled.iterdir() if _ARTIFACT.fullmatch(p.name)]
         report.local += _prune(files, keep, before)
         if report.local:
             log.info("blob sweep: removed %d local files (%s)", len(report.local), _names(report.local))

@@ -170,6 +170,25 @@ def test_leftovers_without_a_record_are_swept_too(registry: Registry, code: Call
     assert store.blob_ids() == []
 
 
+def test_a_shared_compile_cache_is_left_alone(
+    registry: Registry, code: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """data_dir/compiled as a symlink: other data directories' registries may name what is in it."""
+    store = registry.store
+    assert isinstance(store, SqliteStore)
+    shared = tmp_path / "shared-compiled"
+    shared.mkdir()
+    (store.data_dir / "compiled").symlink_to(shared, target_is_directory=True)
+    gone = sha(code("gone"))
+    registry.deploy("gone", code("gone"))
+    registry.delete("gone")
+    old = artifact(store.data_dir, gone)
+    sweep = sweeper(registry, Clock(), grace_s=0.0)
+    sweep.sweep()
+    report = sweep.sweep()
+    assert report.deleted == [gone] and report.local == [] and old.exists()
+
+
 class HoldsFirstBlobWrite:
     """Mixed into a store: holds the first write that names a blob (a deploy's commit) until the
     test lets it go."""

@@ -34,11 +34,16 @@ def test_a_running_node_sweeps_code_a_redeploy_replaced(
     node.ok("POST", "/functions/f/code", 200, content=example_components["stream"].read_bytes())
     url = node.ok("POST", "/functions/f/urls", 201)["url"]
     assert serve(node, url).status_code == 200
-    # One pass now, with no grace period; the compiled artifacts here are the test machine's
-    # shared cache (tests/gateway/conftest.py), so this pass leaves them alone.
-    sweeper.grace_s, sweeper.compiled_dir = 0.0, None
+    # One pass now, with no grace period. The compiled artifacts here are the test machine's
+    # shared cache (data_dir/compiled is a symlink, tests/gateway/conftest.py): not this node's to
+    # prune, so hello's artifact stays although nothing here names hello any more.
+    shared = node.gateway.config.node.data_dir / "compiled"
+    assert shared.is_symlink() and list(shared.glob(f"{hello}-*.cwasm"))
+    sweeper.grace_s = 0.0
     assert sweeper.sweep().marked == [hello]
-    assert sweeper.sweep().deleted == [hello]
+    report = sweeper.sweep()
+    assert report.deleted == [hello] and report.local == []
+    assert list(shared.glob(f"{hello}-*.cwasm"))
     assert sorted(p.stem for p in components.glob("*.wasm")) == [stream]
     assert serve(node, url).status_code == 200
 
