@@ -222,7 +222,8 @@ class RedisRegistryStore:
     def blob_ids(self) -> list[str]:
         """The sha256 of every blob in Redis (SCAN, so Redis is never blocked by a long listing)."""
         start = len(self._blob_key(""))
-        found = self._call(lambda: list(self.redis.scan_iter(match=self._blob_key("*"), count=500)))
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._blob_key("")) + "*"  # the prefix is literal
+        found = self._call(lambda: list(self.redis.scan_iter(match=pattern, count=500)))
         return sorted(s for k in found if _SHA256.fullmatch(s := k.decode()[start:]))
 
     def delete_blob(self, sha256: str, expected: int) -> bool:

@@ -166,3 +166,16 @@ def test_a_deploy_whose_blob_was_swept_before_its_commit_stores_it_again(
     assert sweep.sweep().deleted == []
     b.close()
     held.close()
+
+
+def test_blob_listing_takes_the_prefix_literally(redis_url: str, tmp_path: Path) -> None:
+    """A fleet whose prefix holds glob characters sees its own blobs only (SCAN MATCH is a glob)."""
+    star = RedisRegistryStore(ControlPlane.parse(f"{redis_url}?prefix=a*:"), tmp_path / "star")
+    other = RedisRegistryStore(ControlPlane.parse(f"{redis_url}?prefix=ab:"), tmp_path / "other")
+    mine_path, mine = code(tmp_path, "mine")
+    theirs_path, theirs = code(tmp_path, "theirs")
+    star.put_blob(mine, mine_path)
+    other.put_blob(theirs, theirs_path)
+    assert star.blob_ids() == [mine] and other.blob_ids() == [theirs]
+    star.close()
+    other.close()
