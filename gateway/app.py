@@ -30,6 +30,7 @@ from gateway.edge_functions import EdgeFunction, Trigger
 from gateway.errors import error_from, error_response
 from gateway.function_urls import FunctionUrls
 from gateway.functions.invocations import Invocations
+from gateway.functions.node_slots import NodeSlots
 from gateway.functions.outbound import GatewayTransport
 from gateway.functions.registry import Registry, open_registry
 from gateway.functions.registry_sweep import BlobSweeper
@@ -147,12 +148,14 @@ class Gateway:
             self.runtime = Runtime(node.data_dir, transport=transport, max_threads=node.wasm_threads)
         # Always: functions deployed at run time need the queue, the service and their URLs.
         self.invocations = Invocations.for_gateway(self)
+        # Reserved concurrency holds across every process of the fleet, or of this node.
+        slots = self.fleet.slots if self.fleet else NodeSlots(self.config.node.data_dir / "run" / "slots")
         self.functions = Functions(
             self.config,
             self.runtime,
             self.registry,
             self.invocations.telemetry,
-            shared_slots=self.fleet.slots if self.fleet is not None else None,
+            shared_slots=slots,
         )
         await self.functions.load_all()
         self.functions.on_change(self.invocations.scheduler.poke)

@@ -105,7 +105,8 @@ class Functions:
         telemetry: InvocationTelemetry | None = None,
         shared_slots: SharedSlots | None = None,
     ) -> None:
-        """`shared_slots`: count reserved concurrency across a fleet rather than on this node."""
+        """`shared_slots`: where reserved concurrency is counted across processes (the node's,
+        or the fleet's); without it, in this process alone."""
         self.config = config
         self.shared_slots = shared_slots
         self.runtime = runtime
