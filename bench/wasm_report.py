@@ -297,7 +297,8 @@ def _restarts(results: Results, opts: Options) -> list[str]:
         f"(both compile at start). Warm: median of {opts.restarts} starts, edgefn from its compile cache, "
         "`wasmtime serve --allow-precompiled` on a `wasmtime compile` output. The edgefn config has "
         "the one function; the log's `loaded hello ... from cache in N ms` gives the component's own "
-        "share.",
+        "share. edgefn's packages are byte-compiled first (`python -m compileall`), as `pip install` "
+        "leaves an installed node (the container image).",
         "",
         table(
             [
@@ -481,9 +482,13 @@ def _reading(results: Results, opts: Options) -> list[str]:
         "instantiation and the guest's start, which makes it an upper bound of the target's \"after the "
         "guest's first write\". The 20 MB figure waits for a whole 1 MiB first chunk to cross.",
         "- **restart**: the whole process start is in the first figure, and the Python interpreter "
-        "with edgefn's imports alone (the row below it) takes most of it; the component's own load "
-        "(deserialize + link, from the log) is what each added function costs, and that part meets "
-        "the target. The process figure cannot reach 100 ms while the imports alone take longer.",
+        "with edgefn's imports alone (the row below it) takes most of it: httpx, wasmtime, uvicorn, "
+        "starlette and asyncio, which serving needs; subsystems only some configs use (PyJWT, "
+        "redis-py, croniter, maxminddb, httpx's TLS transport) are imported when a config uses them "
+        "(`python -m bench.start` compares commits). Each added function costs its component's load "
+        "(deserialize + link, from the log) plus one read and sha256 of its file (the compile "
+        "cache's key), and that part meets the target. The process figure cannot reach 100 ms "
+        "while the imports alone take longer.",
         f"- **held streams**: each running guest holds one of the runtime's {threads} guest threads "
         "(`[node] wasm_threads`) for as long as it streams, and one function at most seven eighths of "
         f"them, so only that many of the {opts.held} streams start per process; the others wait within "
