@@ -23,6 +23,7 @@ from wasm_runtime import (
     FunctionThrottled,
     GuestRequest,
     GuestResponse,
+    InvocationStats,
     Limits,
     OutboundPolicy,
     OutboundTransport,
@@ -171,13 +172,16 @@ class FunctionTarget:
             if record is not None:
                 record.end(None, error=exc)
             raise
-        response.body = self._release_after(response.body, response, record, slot)
+        # status and stats, not the response: the body (this generator) hangs off the response, and
+        # a generator holding it would make every request a reference cycle for the collector
+        response.body = self._release_after(response.body, response.status, response.stats, record, slot)
         return response
 
     async def _release_after(
         self,
         body: AsyncIterator[bytes],
-        response: GuestResponse,
+        status: int,
+        stats: InvocationStats,
         record: InvocationRecord | None,
         slot: str | None,
     ) -> AsyncIterator[bytes]:
@@ -196,7 +200,7 @@ class FunctionTarget:
                     await aclose()  # the guest stops now rather than at its timeout
             finally:
                 if record is not None:
-                    record.end(response.stats, status=response.status, error=error)
+                    record.end(stats, status=status, error=error)
 
 
 def guest_request(request: EdgeRequest, via: bytes) -> GuestRequest:
