@@ -247,3 +247,32 @@ def test_the_listener_takes_connections_before_the_gateway_has_started() -> None
                 assert accepted.recv(100).startswith(b"GET / HTTP/1.1")
     finally:
         listener.close()
+
+
+def test_the_heap_built_at_start_up_is_frozen_once_the_server_has_started() -> None:
+    """Start-up's objects leave the collector's generations (full collections stop walking them),
+    and only after start-up: what the lifespan builds must be in the frozen set too."""
+    import asyncio
+    import gc
+
+    import uvicorn
+
+    from gateway.server import _freeze_heap_once_started
+
+    server = uvicorn.Server(uvicorn.Config(app=None))
+
+    async def scenario() -> tuple[int, int]:
+        task = asyncio.create_task(_freeze_heap_once_started(server))
+        await asyncio.sleep(0.2)
+        before = gc.get_freeze_count()
+        server.started = True
+        await asyncio.wait_for(task, 5)
+        return before, gc.get_freeze_count()
+
+    gc.unfreeze()
+    try:
+        before, after = asyncio.run(scenario())
+    finally:
+        gc.unfreeze()
+    assert before == 0  # not while the server is still starting
+    assert after > 1000
