@@ -6,6 +6,7 @@
     registry, aliases, URLs     RedisRegistryStore                open_registry (registry.py)
     registry change notices     pub/sub `registry`                -> functions.changed() + warm-up
     cache purges                pub/sub `purge`                   `purge()`; notices -> local cache
+    membership                  Members (one per process)         `members` -> GET /fleet
 
 With `control_plane = "sqlite"` there is no fleet (`join` answers None) and nothing here runs.
 """
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.errors import ControlPlaneError
 from edge.sync import Fleet, FleetSlots
+from edge.sync_members import Members
 from edge.sync_queue import RedisEventStore
 from gateway.functions.queue import Event, Store
 
@@ -33,6 +35,8 @@ class GatewayFleet:
         node = gateway.config.node
         self.gateway = gateway
         self.fleet = Fleet.from_url(node.control_plane, node.name)
+        # Each process is a member: with `serve --workers N` a node shows N (docs/fleet.md, Workers).
+        self.members = Members(self.fleet.plane, self.fleet.id, node.name)
         self._warmer: asyncio.Task[None] | None = None
         self._rewarm = False
         self._warm: set[str] = set()  # code sha256s loaded by a warm-up
@@ -46,12 +50,18 @@ class GatewayFleet:
         """The node's fleet membership, started (the gateway asks only for a redis:// control plane)."""
         fleet = cls(gateway)
         await fleet.fleet.start()
+        try:
+            await fleet.members.start()
+        except ControlPlaneError:
+            await fleet.fleet.aclose()
+            raise
         return fleet
 
     async def aclose(self) -> None:
         if self._warmer is not None:
             self._warmer.cancel()
             await asyncio.gather(self._warmer, return_exceptions=True)
+        await self.members.aclose()
         await self.fleet.aclose()
 
     @property

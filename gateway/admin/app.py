@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.admin.cache_api import cache_routes
+from gateway.admin.fleet_api import fleet_routes
 from gateway.admin.functions_api import function_routes
 from gateway.admin.invocations_api import invocation_routes
 from gateway.admin.invoke_api import invoke_routes
@@ -70,6 +71,7 @@ def admin_app(gateway: Gateway) -> Starlette:
             Route("/metrics", require_token(metrics)),
             Route("/origins", require_token(origins)),
             *cache_routes(gateway, require_token),
+            *fleet_routes(gateway, require_token),
             *invocation_routes(gateway, require_token),
             *function_routes(gateway, require_token),
             *openapi_routes(require_token),

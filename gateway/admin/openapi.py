@@ -283,6 +283,38 @@ def _paths() -> dict[str, Schema]:
                 ),
             )
         },
+        "/fleet": {
+            "get": op(
+                "Members of the fleet: one per gateway process (serve --workers N makes N per node)",
+                "fleet",
+                answer(
+                    obj(
+                        {
+                            "self": STRING,
+                            "lease_s": NUMBER,
+                            "nodes": {"type": "object", "additionalProperties": INTEGER},
+                            "members": {
+                                "type": "array",
+                                "items": obj(
+                                    {
+                                        "id": STRING,
+                                        "node": STRING,
+                                        "host": STRING,
+                                        "pid": INTEGER,
+                                        "started": NUMBER,
+                                        "expires_in_s": NUMBER,
+                                    },
+                                    ("id", "node", "host", "pid", "started", "expires_in_s"),
+                                ),
+                            },
+                        },
+                        ("self", "lease_s", "nodes", "members"),
+                    )
+                ),
+                404,
+                description='404 `not_in_a_fleet` with control_plane = "sqlite" (docs/fleet.md, Workers)',
+            )
+        },
         "/functions": {
             "get": op(
                 "All functions, from edgefn.toml and deployed", fn, answer(obj({"functions": functions}))
