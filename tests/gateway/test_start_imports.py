@@ -169,3 +169,47 @@ def test_a_client_that_made_no_https_request_closes(tmp_path: Path) -> None:
         assert client.is_closed
 
     asyncio.run(main())
+
+
+def run_python(code: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_the_cli_module_leaves_the_admin_client_to_the_commands_that_use_it() -> None:
+    """`edgefn serve` builds the parser before anything else: its admin commands' HTTP client
+    (httpx, with click, rich and pygments through httpx's own CLI) waits for their use."""
+    out = run_python(
+        """
+        import sys
+        import gateway.cli
+        before = "httpx" in sys.modules
+        gateway.cli.parser()
+        print(before, "httpx" in sys.modules)
+        """
+    )
+    assert out == "False True"
+
+
+def test_collection_is_paused_during_start_up_and_resumes_with_start_up_objects_frozen() -> None:
+    out = run_python(
+        """
+        import gc
+        from gateway.cli import collection_paused
+        frozen = gc.get_freeze_count()
+        with collection_paused():
+            inside = gc.isenabled()
+            made = [[i] for i in range(1000)]
+        after = gc.isenabled()
+        gc.disable()
+        with collection_paused():
+            pass
+        print(inside, after, gc.get_freeze_count() >= frozen + 1000, gc.isenabled())
+        """
+    )
+    # Paused inside; enabled after; what start-up made is frozen; a collector the caller had
+    # disabled stays disabled.
+    assert out == "False True True False"
