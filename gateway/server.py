@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -132,7 +134,23 @@ def run(config: Config, public: socket.socket, admin: socket.socket | None) -> N
         runner.run(serve_sockets(config, public, admin))
 
 
-def _worker(config_path: str, public: socket.socket, admin: socket.socket | None, level: str) -> None:
+def _stop_with_parent(parent: int) -> None:
+    """A worker outlives a node process killed with SIGKILL (or crashed): it would go on serving
+    the inherited sockets, holding its fleet membership, queue entries and slots, with nothing
+    left to stop it. Linux sends it SIGTERM instead (prctl PR_SET_PDEATHSIG), a graceful stop."""
+    if sys.platform != "linux":
+        return
+    pr_set_pdeathsig = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM) != 0:
+        log.warning("cannot ask to stop with the node process: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:  # the node process died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(
+    config_path: str, public: socket.socket, admin: socket.socket | None, level: str, parent: int
+) -> None:
+    _stop_with_parent(parent)
     configure_logging(level)
     run(load_config(config_path, deployed=True), public, admin)
 
@@ -153,7 +171,9 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
     # Several processes accept on the same sockets; each has its own gateway and runtime.
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker, args=(str(Path(config.path)), public, admin, level), daemon=False)
+        ctx.Process(
+            target=_worker, args=(str(Path(config.path)), public, admin, level, os.getpid()), daemon=False
+        )
         for _ in range(workers)
     ]
     for p in procs:
