@@ -205,6 +205,16 @@ return #ids
 """
 
 
+# KEYS: the stream. ARGV: group, consumer. Deletes the consumer only with nothing pending: its
+# pending entries would be lost with it (anything still pending is taken over after a lease).
+_LEAVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #pending > 0 then return 0 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+"""
+
+
 def _text(value: bytes | None) -> str | None:
     return value.decode() if value else None
 
@@ -228,6 +238,7 @@ class RedisEventStore:
         self._move_due = self.redis.register_script(_MOVE_DUE)
         self._redrive = self.redis.register_script(_REDRIVE)
         self._prune = self.redis.register_script(_PRUNE)
+        self._leave = self.redis.register_script(_LEAVE)
         self._mine: dict[str, str] = {}  # event id -> stream entry, for what this process runs
         self._renewed = 0.0
         self._call(self._create_group)
@@ -261,6 +272,13 @@ class RedisEventStore:
         return f"{self.p}q:fn:{function}:{state}"
 
     def close(self) -> None:
+        """At a graceful stop, after `requeue_own`: this process's consumer leaves the group, so
+        the group lists the processes that are running (with `serve --workers N`, N per node)
+        rather than every process that ever ran, until the hour-long idle rule drops it."""
+        try:
+            self._leave(keys=[self.stream], args=[GROUP, self.owner])
+        except redis.RedisError as exc:  # left for `recover` on another process after an hour idle
+            log.warning("leaving the queue's consumer group failed: %s", exc)
         self.redis.close()
 
     # writing ---------------------------------------------------------------------------------
