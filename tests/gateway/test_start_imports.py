@@ -51,30 +51,40 @@ START = textwrap.dedent(
 )
 
 
-def started_modules(tmp_path: Path, config: str) -> list[str]:
-    path = tmp_path / "edgefn.toml"
-    path.write_text(textwrap.dedent(config).replace("{data_dir}", str(tmp_path / "data")))
+def run_python(code: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """What a fresh interpreter running `code` printed (this process has imported everything)."""
     proc = subprocess.run(
-        [sys.executable, "-c", START, str(path), ",".join(OPTIONAL)],
+        [sys.executable, "-c", textwrap.dedent(code), *args],
         cwd=ROOT,
-        env={**os.environ, "KEYS": "k1", "JWT_SECRET": "s" * 32},
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.splitlines()[-1])
+    return proc.stdout.strip()
+
+
+NODE = """
+[node]
+name = "n1"
+listen = "127.0.0.1:1"
+data_dir = "{data_dir}"
+"""
+
+
+def started_modules(tmp_path: Path, config: str) -> list[str]:
+    """The OPTIONAL modules loaded by a gateway's start-up for NODE and `config`."""
+    path = tmp_path / "edgefn.toml"
+    path.write_text((NODE + textwrap.dedent(config)).replace("{data_dir}", str(tmp_path / "data")))
+    out = run_python(START, str(path), ",".join(OPTIONAL), env={"KEYS": "k1", "JWT_SECRET": "s" * 32})
+    return json.loads(out.splitlines()[-1])
 
 
 def test_a_plain_node_starts_without_the_optional_subsystems(tmp_path: Path) -> None:
     loaded = started_modules(
         tmp_path,
         """
-        [node]
-        name = "n1"
-        listen = "127.0.0.1:1"
-        data_dir = "{data_dir}"
-
         [origins.web]
         endpoints = [{ url = "http://127.0.0.1:9" }]
 
@@ -94,11 +104,6 @@ def test_a_jwt_route_loads_pyjwt_at_start(tmp_path: Path) -> None:
     loaded = started_modules(
         tmp_path,
         """
-        [node]
-        name = "n1"
-        listen = "127.0.0.1:1"
-        data_dir = "{data_dir}"
-
         [[routes]]
         name = "api"
         path = "/api"
@@ -169,14 +174,6 @@ def test_a_client_that_made_no_https_request_closes(tmp_path: Path) -> None:
         assert client.is_closed
 
     asyncio.run(main())
-
-
-def run_python(code: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
 
 
 def test_the_cli_module_leaves_the_admin_client_to_the_commands_that_use_it() -> None:
