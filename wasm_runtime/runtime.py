@@ -162,7 +162,9 @@ class Runtime:
         self._active: set[Invocation] = set()
         self.warm_budget_mb = warm_budget_mb
         self._pools: dict[tuple[str, int], WarmPool] = {}  # for callers that bring no pool
-        self._maker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wasm-warm")
+        self._maker = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="wasm-warm", initializer=_lowest_priority
+        )
         self._stop = threading.Event()
         self._running = 0  # guests on worker threads now; the ticker sleeps while this is 0
         self._running_changed = threading.Condition()
@@ -281,11 +283,17 @@ class Runtime:
     # warm instances ---------------------------------------------------------------------------
 
     def warm_pool(self, component: LoadedComponent, limits: Limits, *, provisioned: int = 0) -> WarmPool:
-        """A pool of warm instances for one function configuration; with `provisioned`, start
-        making that many instances now, in the background (`instance_reuse` must allow reuse)."""
+        """A pool of instances for one function configuration: warm ones to reuse, or with
+        `instance_reuse = 0` never-used ones made ahead of need (see _pool.py); with
+        `provisioned`, start making that many now, in the background (needs reuse)."""
         if provisioned and limits.instance_reuse < 1:
             raise ValueError("provisioned instances need instance_reuse of 1 or more")
-        pool = WarmPool(limits.memory_mb, provisioned=provisioned, budget_mb=self.warm_budget_mb)
+        pool = WarmPool(
+            limits.memory_mb,
+            provisioned=provisioned,
+            budget_mb=self.warm_budget_mb,
+            fresh=limits.instance_reuse < 1,
+        )
         self._provision(component, pool)
         return pool
 
@@ -294,7 +302,7 @@ class Runtime:
         await asyncio.wrap_future(self._maker.submit(lambda: None))
 
     def _provision(self, comp: LoadedComponent, pool: WarmPool) -> None:
-        if not pool.provisioned or not comp.reuse_ok or self._stop.is_set():
+        if self._stop.is_set() or not (pool.fresh or (pool.provisioned and comp.reuse_ok)):
             return
         for _ in range(pool.wanted()):
             try:
@@ -306,17 +314,21 @@ class Runtime:
         warm: Warm | None = None
         try:
             warm = self._instantiate(comp, pool.memory_mb, CHECK_TICKS)
+            warm.single_use = pool.fresh
         except Exception:
-            log.exception("making a provisioned instance of %s failed", comp.name)
+            log.exception("making an instance of %s ahead of need failed", comp.name)
         finally:
             current.store = None
             pool.add_made(warm)
 
     def _default_pool(self, comp: LoadedComponent, limits: Limits) -> WarmPool:
-        key = (comp.sha256, limits.memory_mb)
+        """For callers that bring no pool. Fresh ones may be shared by every caller of a
+        component: a never-used instance carries nothing of any function's configuration."""
+        fresh = limits.instance_reuse < 1
+        key = (comp.sha256, limits.memory_mb, fresh)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = WarmPool(limits.memory_mb, budget_mb=self.warm_budget_mb)
+            pool = self._pools[key] = WarmPool(limits.memory_mb, budget_mb=self.warm_budget_mb, fresh=fresh)
         return pool
 
     # invocation ------------------------------------------------------------------------------
@@ -356,12 +368,13 @@ class Runtime:
             raise FunctionFailed("the runtime is shutting down")
         key = function or component.sha256
         stats = InvocationStats()
-        if pool is None and limits.instance_reuse > 0:
+        if pool is None:
             pool = self._default_pool(component, limits)
         stats.thread_wait_ms = await self.threads.acquire(key, inv.deadline) * 1000
         head: asyncio.Future[tuple[int, list[tuple[str, bytes]], ChunkSink]] = loop.create_future()
+        ended: asyncio.Future[None] = loop.create_future()
         try:
-            worker = loop.run_in_executor(self._executor, self._run, component, inv, head, stats, key, pool)
+            loop.run_in_executor(self._executor, self._run, component, inv, head, ended, stats, key, pool)
         except BaseException:
             self.threads.release(key)
             raise
@@ -370,10 +383,10 @@ class Runtime:
         except BaseException:
             inv.cancel()
             raise
-        return GuestResponse(status, headers, self._body(inv, sink, worker), stats)
+        return GuestResponse(status, headers, self._body(inv, sink, ended), stats)
 
     async def _body(
-        self, inv: Invocation, sink: ChunkSink, worker: asyncio.Future[None]
+        self, inv: Invocation, sink: ChunkSink, ended: asyncio.Future[None]
     ) -> AsyncIterator[bytes]:
         finished = False
         try:
@@ -385,16 +398,18 @@ class Runtime:
                 inv.cancel()
         # The body is complete: the client must not wait for a guest that keeps working after
         # finishing it. A guest that returns promptly (nearly all) has its stats filled here;
-        # otherwise they are filled when it returns.
-        if not worker.done():
+        # otherwise they are filled when it returns. `ended` comes before the spent instance's
+        # teardown, which the client does not wait for.
+        if not ended.done():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(worker), STATS_WAIT_S)
+                await asyncio.wait_for(asyncio.shield(ended), STATS_WAIT_S)
 
     def _run(
         self,
         comp: LoadedComponent,
         inv: Invocation,
         head: asyncio.Future[Any],
+        ended: asyncio.Future[None],
         stats: InvocationStats,
         key: str,
         pool: WarmPool | None,
@@ -403,8 +418,9 @@ class Runtime:
         self._active.add(inv)
         self._guest_started()
         outcome = _Outcome(inv, head)
+        spent: list[Warm] = []
         try:
-            self._execute(comp, inv, outcome, stats, pool)
+            self._execute(comp, inv, outcome, stats, pool, spent)
         except BaseException as exc:  # a bug here must still answer the caller, never hang it
             log.exception("invocation of %s failed inside the runtime", comp.name)
             outcome.fail(FunctionTrap(f"runtime error: {exc}"))
@@ -420,6 +436,16 @@ class Runtime:
             self._guest_ended()
             stats.duration_ms = (time.perf_counter() - t0) * 1000
             self.threads.release(key)
+            inv.post(_settle, ended)
+            # Only now, with the body's end and the stats on their way to the loop: tearing a used
+            # Store down takes ~0.2 ms (unmapping its memory), and left to the garbage collector
+            # (a spent instance is often in a reference cycle) it ran in the middle of a later
+            # request, on whichever thread collected.
+            for warm in spent:
+                try:
+                    warm.store.close()
+                except Exception:
+                    log.exception("tearing down an instance of %s failed", comp.name)
 
     def _instantiate(self, comp: LoadedComponent, memory_mb: int, ticks: int) -> Warm:
         store = Store(self.engine)
@@ -444,6 +470,7 @@ class Runtime:
         outcome: _Outcome,
         stats: InvocationStats,
         pool: WarmPool | None,
+        spent: list[Warm],
     ) -> None:
         current.inv = inv
         inv.gate = self.gate
@@ -457,15 +484,19 @@ class Runtime:
             )
             return
         try:
-            if pool is None or not (inv.limits.instance_reuse > 0 and comp.reuse_ok):
-                self._serve(comp, inv, outcome, stats, None)
+            fresh = inv.limits.instance_reuse < 1
+            if pool is None or pool.fresh != fresh or not (fresh or comp.reuse_ok):
+                self._serve(comp, inv, outcome, stats, None, spent)
                 return
             kept: Warm | None = None
             taken = pool.take()
             try:
-                kept = self._serve(comp, inv, outcome, stats, taken)
+                kept = self._serve(comp, inv, outcome, stats, taken, spent)
             finally:
                 pool.done(kept if comp.reuse_ok else None, taken=taken is not None)
+                # Made now, while the answer goes out and the next request comes in, rather than
+                # at the take: made alongside a fresh guest's first run, it slowed that run (its
+                # memory is new to the caches) by about as much as it saved (see _pool.py).
                 self._provision(comp, pool)
         finally:
             self.gate.leave(inv)
@@ -477,9 +508,11 @@ class Runtime:
         outcome: _Outcome,
         stats: InvocationStats,
         warm: Warm | None,
+        spent: list[Warm],
     ) -> Warm | None:
-        """Runs the request on `warm` (or a new instance); returns the instance if it may serve again."""
-        stats.fresh_instance = warm is None
+        """Runs the request on `warm` (or a new instance); returns the instance if it may serve
+        again, else adds it to `spent` (torn down once the caller has its answer)."""
+        stats.fresh_instance = warm is None or warm.single_use
         error: FunctionError | None = None
         try:
             if warm is None:
@@ -503,9 +536,11 @@ class Runtime:
             error = self._classify(inv, exc)
         except InvalidComponent as exc:
             error = FunctionTrap(str(exc))
-        if isinstance(error, _ExitOk):
+        if warm is not None:
+            spent.append(warm)  # taken back out below if it may serve again
+        exited = isinstance(error, _ExitOk)  # a normal end, but the instance cannot take another request
+        if exited:
             error = None
-            warm = None  # an instance that exited cannot take another request
         if error is None and not inv.response_set:
             if not stats.fresh_instance and not inv.body_read_started:
                 log.warning(
@@ -513,13 +548,19 @@ class Runtime:
                 )
                 comp.reuse_ok = False
                 inv.cleanups.clear()
-                return self._serve(comp, inv, outcome, stats, None)
+                return self._serve(comp, inv, outcome, stats, None, spent)
             error = FunctionFailed("the function returned without setting a response")
         if error is not None:
             outcome.fail(error)
             return None
         outcome.complete()
-        if warm is not None and warm.served < inv.limits.instance_reuse and comp.reuse_ok:
+        if (
+            warm is not None
+            and not (exited or warm.single_use)
+            and warm.served < inv.limits.instance_reuse
+            and comp.reuse_ok
+        ):
+            spent.pop()
             return warm
         return None
 
@@ -564,6 +605,19 @@ class Runtime:
 
 
 _NO_FINALIZER = _FINALIZER_T()
+
+
+def _lowest_priority() -> None:
+    """The maker thread yields the CPU to every guest: an instance made ahead of need is worth
+    making only with a core to spare. Made at the same priority on a busy machine, it took the
+    guest's CPU and cache and slowed its request by more than the instantiation it saved."""
+    with contextlib.suppress(OSError, AttributeError):  # not permitted, or not on Linux
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+def _settle(ended: asyncio.Future[None]) -> None:
+    if not ended.done():
+        ended.set_result(None)
 
 
 def _default_executing() -> int:

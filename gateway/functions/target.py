@@ -101,12 +101,9 @@ class FunctionTarget:
         self.env = dict(function.env)
         self.secrets = secrets
         self.concurrency = concurrency or ConcurrencyLimit(function.reserved_concurrency)
-        # this configuration's warm instances (never shared: env and globals stay per function)
-        self.pool = (
-            runtime.warm_pool(component, self.limits, provisioned=function.provisioned)  # type: ignore[arg-type]
-            if function.instance_reuse
-            else None
-        )
+        # this configuration's instances: warm ones, or with instance_reuse = 0 never-used ones made
+        # ahead of need (never shared: env and globals stay per function, a redeploy makes a new pool)
+        self.pool = runtime.warm_pool(component, self.limits, provisioned=function.provisioned)  # type: ignore[arg-type]
         self.via = f"1.1 {via}".encode()
 
     async def handle(self, request: EdgeRequest) -> EdgeResponse:
