@@ -140,6 +140,13 @@ class Invocation:
         self.gate: RunGate | None = None  # set by the runtime: guests executing at once
         self.in_gate = False
 
+    def release(self) -> None:
+        """Drop what points back at this invocation (its stdio sinks, its cleanups' bound methods)
+        once the guest is done: left in place they made every request a reference cycle, freed
+        only by a collection (each one walking the whole young heap) instead of at once."""
+        self.cleanups.clear()
+        self.__dict__.pop("_stdio", None)
+
     def wake(self) -> None:
         with self.cond:
             self._wakeups += 1

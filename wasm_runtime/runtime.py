@@ -430,6 +430,7 @@ class Runtime:
                     cleanup()
                 except Exception:
                     log.exception("cleanup after %s failed", comp.name)
+            inv.release()
             current.inv = None
             current.store = None
             self._active.discard(inv)
