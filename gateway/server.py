@@ -13,11 +13,14 @@ import ctypes
 import gc
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Generator
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import uvicorn
@@ -29,6 +32,7 @@ from routes import Config, load_config
 log = logging.getLogger("edgefn.server")
 
 GRACEFUL_S = 30
+RESTART_EVERY_S = 5.0  # at most one restart of a killed worker per this many seconds
 
 
 class _Server(uvicorn.Server):
@@ -170,22 +174,41 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
         return 0
     # Several processes accept on the same sockets; each has its own gateway and runtime.
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(
-            target=_worker, args=(str(Path(config.path)), public, admin, level, os.getpid()), daemon=False
-        )
-        for _ in range(workers)
-    ]
-    for p in procs:
+    args = (str(Path(config.path)), public, admin, level, os.getpid())
+
+    def start_worker() -> BaseProcess:
+        p = ctx.Process(target=_worker, args=args, daemon=False)
         p.start()
+        return p
+
+    procs = [start_worker() for _ in range(workers)]
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for p in procs:
             if p.pid is not None and p.is_alive():
                 p.terminate() if signum == signal.SIGTERM else p.kill()
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, lambda *_: None)  # children get SIGINT from the terminal themselves
-    for p in procs:
-        p.join()
+    restarted = -RESTART_EVERY_S
+    running = list(procs)  # by sentinel, not `exitcode`: reading that reaps, and a reaped one is missed
+    while running:
+        ready = multiprocessing.connection.wait([p.sentinel for p in running])
+        for p in [p for p in running if p.sentinel in ready]:
+            running.remove(p)
+            p.join()  # the sentinel closes a moment before the exit status can be read
+            if stopping or p.exitcode is None or p.exitcode >= 0:
+                continue
+            # Killed by a signal (the OOM killer, a SIGKILL) while the node runs: the node keeps
+            # its N processes. One that exited by itself is not restarted (a start-up error would
+            # only repeat); restarts are spaced, so a worker killed at every start is no busy loop.
+            log.warning("worker %d was killed (signal %d); starting another", p.pid, -p.exitcode)
+            time.sleep(max(0.0, restarted + RESTART_EVERY_S - time.monotonic()))
+            restarted = time.monotonic()
+            if not stopping:
+                procs[procs.index(p)] = new = start_worker()
+                running.append(new)
     return max((p.exitcode or 0) for p in procs)
