@@ -4,9 +4,10 @@
 loopback port in a temporary directory, without persistence, and stops it after the test. Without
 redis-server the fleet tests are skipped with the reason.
 
-`fleet(toml, n)` starts n gateway processes: each its own ports and data directory, all with the
-same `control_plane`, so what they share they share only through Redis. Each is a
-`tests.invocations.conftest.Node`: `.kill()` is SIGKILL.
+`fleet(toml, n, workers=1)` starts n nodes: each its own ports and data directory, all with the
+same `control_plane`, so what they share they share only through Redis; `workers=2` runs each as
+`serve --workers 2`. Each is a `tests.invocations.conftest.Node`: `.kill()` is SIGKILL (of the
+node process; its workers then stop on their own, gateway/server.py).
 """
 
 from __future__ import annotations
@@ -126,14 +127,27 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 Fleet = Callable[..., list[Node]]
 
 
+def start_node(node: Node, workers: int = 1, timeout: float = 180.0) -> Node:
+    """Start `node` and wait until every worker is ready: /healthz answers for whichever worker
+    accepts, so with workers each one's "gateway ready" line in the shared log is counted."""
+    offset = node.log_path.stat().st_size if node.log_path.exists() else 0
+    node.start(timeout=timeout, workers=workers)
+    deadline = time.monotonic() + timeout
+    while node.log_path.read_bytes()[offset:].count(b"gateway ready") < workers:
+        assert node.proc is not None and node.proc.poll() is None, node.log()
+        assert time.monotonic() < deadline, f"not all {workers} workers started:\n" + node.log()
+        time.sleep(0.05)
+    return node
+
+
 @pytest.fixture
 def fleet(tmp_path: Path, redis_url: str, example_components: dict[str, Path]) -> Iterator[Fleet]:
-    """`fleet(toml, n=2, env=None)`: n running nodes; `{hello}`, `{fetch}`... name the example
-    components. The nodes are stopped (SIGTERM) at the end, those already killed excepted."""
+    """`fleet(toml, n=2, env=None, workers=1)`: n running nodes; `{hello}`, `{fetch}`... name the
+    example components. The nodes are stopped (SIGTERM) at the end, those already killed excepted."""
     nodes: list[Node] = []
     control_plane = f"{redis_url}?lease_s={LEASE_S:g}"
 
-    def start(toml: str, n: int = 2, env: dict[str, str] | None = None) -> list[Node]:
+    def start(toml: str, n: int = 2, env: dict[str, str] | None = None, workers: int = 1) -> list[Node]:
         text = toml
         for name, path in example_components.items():
             text = text.replace("{" + name + "}", str(path))
@@ -160,7 +174,7 @@ def fleet(tmp_path: Path, redis_url: str, example_components: dict[str, Path]) -
             made.append(node)
         # Start them side by side: each start waits for its /healthz.
         for node in made:
-            node.start(timeout=180)
+            start_node(node, workers)
         return made
 
     yield start
