@@ -18,13 +18,17 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._canon import ResourceTable
+from .api import GuestRequest
 
 if TYPE_CHECKING:
     from ._gate import RunGate
-    from .api import GuestRequest, Limits, OutboundTransport
+    from .api import Limits, OutboundTransport
     from .outbound import OutboundPolicy
 
 log = logging.getLogger("edgefn.function")
+
+# What an ended invocation holds instead of its request (Invocation.release).
+_ENDED = GuestRequest("GET", "http", "", "/", [], None)
 
 
 class HostAbort(Exception):
@@ -139,13 +143,20 @@ class Invocation:
         self.unflushed: set[Any] = set()
         self.gate: RunGate | None = None  # set by the runtime: guests executing at once
         self.in_gate = False
+        self.ended = False
 
     def release(self) -> None:
-        """Drop what points back at this invocation (its stdio sinks, its cleanups' bound methods)
-        once the guest is done: left in place they made every request a reference cycle, freed
-        only by a collection (each one walking the whole young heap) instead of at once."""
+        """Let go of what the invocation carried once its guest is done. Its stdio sinks and
+        cleanups point back at it: left in place, every request was a reference cycle, freed only by
+        a collection. And a guest that never drops its request (componentize-py's do not unless
+        told) leaves it in a reused instance's table, keeping this invocation reachable until the
+        instance retires: without the request (headers, the client's body stream) and log
+        function, what stays is a small shell."""
+        self.ended = True
         self.cleanups.clear()
         self.__dict__.pop("_stdio", None)
+        self.request = _ENDED
+        self.log_fn = None
 
     def wake(self) -> None:
         with self.cond:

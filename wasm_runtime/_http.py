@@ -211,6 +211,8 @@ class IncomingRequest(HostResource):
             return Err(None)
         self._consumed = True
         i = self._inv
+        if i.ended:  # a request kept from an earlier invocation of a reused instance: its body is gone
+            return Err(None)
         source = ChunkSource(i, i.request.body)
         i.cleanups.append(source.close)
 

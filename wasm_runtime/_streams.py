@@ -83,11 +83,14 @@ def poll(pollables: list[Pollable]) -> list[int]:
     return found
 
 
-async def _next_chunk(it: AsyncIterator[bytes]) -> bytes:
-    while True:
-        chunk = await it.__anext__()
+async def _next_chunk(it: AsyncIterator[bytes]) -> bytes | None:
+    """The next non-empty chunk, or None at the end. The end is a value, not StopAsyncIteration
+    carried across the future: its traceback held this frame, and with it the body, in a reference
+    cycle that only a collection frees."""
+    async for chunk in it:
         if chunk:
             return bytes(chunk)
+    return None
 
 
 class ChunkSource:
@@ -100,7 +103,7 @@ class ChunkSource:
         self._pos = 0
         self.eof = it is None
         self.error: BaseException | None = None
-        self._pending: concurrent.futures.Future[bytes] | None = None
+        self._pending: concurrent.futures.Future[bytes | None] | None = None
         self.started = False
 
     def _harvest(self) -> None:
@@ -109,10 +112,12 @@ class ChunkSource:
             return
         self._pending = None
         try:
-            self._buf = p.result()
-            self._pos = 0
-        except StopAsyncIteration:
-            self.eof = True
+            chunk = p.result()
+            if chunk is None:
+                self.eof = True
+            else:
+                self._buf = chunk
+                self._pos = 0
         except concurrent.futures.CancelledError:
             self.error = ConnectionError("body read was cancelled")
         except Exception as exc:  # the client or the origin failed mid-body: the guest sees it
@@ -158,9 +163,14 @@ class ChunkSource:
         return self.read(n)
 
     def close(self) -> None:
+        """At the invocation's end: a guest may keep the stream (in a reused instance's table),
+        but not the client's body behind it."""
         p = self._pending
         if p is not None and not p.done():
             p.cancel()
+        self._it = None
+        self._pending = None
+        self.eof = True
 
 
 class ChunkSink:

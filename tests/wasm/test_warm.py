@@ -19,7 +19,9 @@ from .conftest import arun
 from .helpers import drain, request, runtime
 
 
-def test_an_instance_serves_up_to_instance_reuse_requests(components: dict[str, Path], data_dir: Path) -> None:
+def test_an_instance_serves_up_to_instance_reuse_requests(
+    components: dict[str, Path], data_dir: Path
+) -> None:
     async def main() -> list[bool]:
         async with runtime(data_dir) as rt:
             comp = await rt.load(components["hello"])
@@ -35,7 +37,9 @@ def test_an_instance_serves_up_to_instance_reuse_requests(components: dict[str, 
     assert arun(main()) == [True, False, False, True, False, False, True]
 
 
-def test_the_pool_keeps_as_many_instances_as_were_in_flight(components: dict[str, Path], data_dir: Path) -> None:
+def test_the_pool_keeps_as_many_instances_as_were_in_flight(
+    components: dict[str, Path], data_dir: Path
+) -> None:
     limits = Limits(instance_reuse=1000, memory_mb=64)
 
     async def burst(rt, comp, pool) -> list[InvocationStats]:  # type: ignore[no-untyped-def]
@@ -65,7 +69,9 @@ def test_the_pool_keeps_as_many_instances_as_were_in_flight(components: dict[str
     assert second_fresh == [False] * 6
 
 
-def test_provisioned_instances_are_made_ahead_and_refilled(components: dict[str, Path], data_dir: Path) -> None:
+def test_provisioned_instances_are_made_ahead_and_refilled(
+    components: dict[str, Path], data_dir: Path
+) -> None:
     limits = Limits(instance_reuse=1)  # every request spends its instance: each one is refilled
 
     async def main() -> tuple[int, list[tuple[bool, float]], int, int]:
@@ -92,7 +98,9 @@ def test_provisioned_instances_are_made_ahead_and_refilled(components: dict[str,
     assert made == 5  # 2 at load, then one after each spent instance
 
 
-def test_provisioned_needs_instance_reuse(components: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
+def test_provisioned_needs_instance_reuse(
+    components: dict[str, Path], data_dir: Path, tmp_path: Path
+) -> None:
     async def main() -> None:
         async with runtime(data_dir) as rt:
             comp = await rt.load(components["hello"])
@@ -136,3 +144,48 @@ def test_an_instance_out_serving_counts_towards_provisioned() -> None:
     assert pool.wanted() == 0
     pool.done(None, taken=True)  # spent
     assert pool.wanted() == 1
+
+
+def test_a_reused_instance_keeps_nothing_of_earlier_requests(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    """The guest never drops its request (componentize-py leaves the handle in the instance's
+    table), yet each request's body stream (the client's connection behind it) and its invocation's
+    log sink are gone when it ends, by reference counting: no collection runs here."""
+    import gc
+    import weakref
+
+    async def main() -> tuple[int, int]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["hello"])
+            limits = Limits(instance_reuse=1000)
+            pool = rt.warm_pool(comp, limits)
+            await drain(await rt.invoke(comp, request("/"), limits=limits, pool=pool))
+            bodies, sinks = [], []
+            gc.disable()
+            try:
+                for _ in range(10):
+                    body, sink = _chunks(b"x" * 100), _Sink()
+                    bodies.append(weakref.ref(body))
+                    sinks.append(weakref.ref(sink))
+                    resp = await rt.invoke(
+                        comp, request("/", "POST", body=body), limits=limits, pool=pool, log=sink
+                    )
+                    del body, sink
+                    await drain(resp)
+                    del resp
+                await asyncio.sleep(0.1)  # the worker has finished with the last one
+                return sum(r() is not None for r in bodies), sum(r() is not None for r in sinks)
+            finally:
+                gc.enable()
+
+    assert arun(main()) == (0, 0)
+
+
+class _Sink:
+    def __call__(self, stream: str, line: str) -> None:
+        pass
+
+
+async def _chunks(data: bytes):  # type: ignore[no-untyped-def]
+    yield data
