@@ -115,6 +115,14 @@ class ControlPlane:
         )
 
 
+async def stop_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background loop (renewals, a subscription) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def node_id(node: str) -> str:
     """A name for this process in the fleet: node name, host, pid and a token (pids are reused)."""
     return f"{node}/{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
@@ -172,11 +180,8 @@ class Notices:
             raise ControlPlaneError(f"{self.plane.shown}: could not subscribe in {timeout:g} s") from exc
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         await self._client.aclose()
         await self._publisher.aclose()
 
@@ -311,10 +316,7 @@ class FleetSlots:
         self._task = asyncio.create_task(self._renew(), name="edgefn-fleet-slots")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         if self._held:
             with contextlib.suppress(redis.RedisError, OSError):
                 pipe = self._client.pipeline(transaction=False)
@@ -370,4 +372,4 @@ class Fleet:
         await self.notices.aclose()
 
 
-__all__ = ["ControlPlane", "ControlPlaneError", "Fleet", "FleetSlots", "Notices", "node_id"]
+__all__ = ["ControlPlane", "ControlPlaneError", "Fleet", "FleetSlots", "Notices", "node_id", "stop_task"]

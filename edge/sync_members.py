@@ -17,7 +17,6 @@ a listing first removes expired members, in the same script.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from typing import Any
 import redis
 
 from edge.errors import ControlPlaneError
-from edge.sync import ControlPlane
+from edge.sync import ControlPlane, stop_task
 
 log = logging.getLogger("edgefn.fleet")
 
@@ -117,11 +116,8 @@ class Members:
 
     async def aclose(self) -> None:
         """Leave: the listing stops showing this process at once, not one lease later."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         try:
             pipe = self._client.pipeline(transaction=True)
             pipe.zrem(self.keys[0], self.id)

@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.fleet.conftest import LEASE_S, ControlledOrigin, Fleet, Node
+from tests.fleet.conftest import LEASE_S, ControlledOrigin, Fleet, Node, RedisServer
 from tests.fleet.test_fleet_e2e import AUTH, EVENT, admin, concurrently, fetch_config, state_of, until
+from tests.registry.conftest import AdminNode, admin_node  # noqa: F401 (a fixture)
 
 WORKERS = 2
 CDN = {"host": "cdn.test"}
@@ -41,16 +42,27 @@ def workers_of(node: Node, path: str = "/nothing-here", tries: int = 400) -> set
 
 
 def on_every_worker(
-    node: Node, workers: set[str], check: Callable[[httpx.Response], bool], path: str, **kw: object
+    node: Node,
+    workers: set[str],
+    check: Callable[[httpx.Response], bool],
+    path: str,
+    *,
+    once: bool = False,
+    seen: list[str] | None = None,
+    **kw: object,
 ) -> Callable[[], bool]:
-    """A poll: true once the latest answer of each of `workers` passed `check`."""
-    latest: dict[str, bool] = {}
+    """A poll: true once the latest answer of each of `workers` passed `check` (with `once`:
+    once each has passed it, for a state the passing answer itself ends, as a MISS refills).
+    `seen` is kept up to date with each worker's standing, for the failure message."""
+    seen = [] if seen is None else seen
+    passed: dict[str, bool] = {}
 
     def poll() -> bool:
         r = httpx.get(node.url + path, timeout=10, **kw)  # type: ignore[arg-type]
         assert process(r) in workers, "an answer from a process that is not one of the node's workers"
-        latest[process(r)] = check(r)
-        return latest.keys() == workers and all(latest.values())
+        passed[process(r)] = (once and passed.get(process(r), False)) or check(r)
+        seen[:] = [f"{w}: {'passed' if ok else 'not yet'}" for w, ok in passed.items()]
+        return passed.keys() == workers and all(passed.values())
 
     return poll
 
@@ -101,6 +113,21 @@ def test_each_worker_is_a_member_and_a_sigterm_of_the_node_removes_all_of_them(
     assert not any(name.startswith("node-0/") for name in consumers())  # they left the queue's group
 
 
+def test_fleet_answers_404_without_a_fleet_and_503_without_redis(
+    fleet: Fleet,
+    redis_server: RedisServer,
+    admin_node: Callable[[str], AdminNode],  # noqa: F811 (the fixture imported above)
+) -> None:
+    alone = admin_node("")
+    r = alone.call("GET", "/fleet")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_in_a_fleet", r.text
+    assert alone.call("GET", "/fleet", token=None).status_code == 401
+    [a] = fleet("", n=1)
+    redis_server.stop()
+    r = httpx.get(f"{a.admin}/fleet", headers=AUTH, timeout=30)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "control_plane_unavailable", r.text
+
+
 def test_a_node_process_killed_takes_its_workers_with_it(fleet: Fleet) -> None:
     a, b = fleet("", n=2, workers=WORKERS)
     pids = [m["pid"] for m in members(b)["members"] if m["node"] == "node-0"]
@@ -126,7 +153,9 @@ def test_a_purge_empties_the_cache_of_every_worker_of_every_node(
     r = httpx.post(f"{nodes[0].admin}/cache/purge", json={"key": "cdn.test/c/page"}, headers=AUTH, timeout=10)
     assert r.json() == {"purged": 1, "told": 2 * WORKERS - 1}, r.text  # every other process heard it
     for node in nodes:
-        until(on_every_worker(node, workers[node.port], miss, "/c/page", headers=CDN), 1.0, "purged")
+        seen: list[str] = []
+        purged = on_every_worker(node, workers[node.port], miss, "/c/page", once=True, seen=seen, headers=CDN)
+        until(purged, 1.0, "every worker of the node answers a MISS", seen)
 
 
 # -- the registry ----------------------------------------------------------------------------------
@@ -138,6 +167,7 @@ def test_a_deploy_and_alias_moves_on_a_reach_every_worker_of_b_within_a_second(
     a, b = fleet("", n=2, workers=WORKERS)
     b_workers = workers_of(b)
     url_id = ""
+    seen: list[str] = []
 
     def runs(component: str, version: str) -> Callable[[], bool]:
         def check(r: httpx.Response) -> bool:
@@ -148,20 +178,21 @@ def test_a_deploy_and_alias_moves_on_a_reach_every_worker_of_b_within_a_second(
                 and r.headers.get("x-edgefn-executed-version") == version
             )
 
-        return on_every_worker(b, b_workers, check, "/?n=1&ms=0", headers={"host": f"{url_id}.fn.localhost"})
+        host = {"host": f"{url_id}.fn.localhost"}
+        return on_every_worker(b, b_workers, check, "/?n=1&ms=0", seen=seen, headers=host)
 
     admin(a, "POST", "/functions/greet/code", content=example_components["hello"].read_bytes())
     admin(a, "POST", "/functions/greet/versions")
     admin(a, "PUT", "/functions/greet/aliases/live", json={"version": 1})
     url_id = admin(a, "POST", "/functions/greet/urls", json={"qualifier": "live"}).json()["url_id"]
-    until(runs("hello", "1"), 1.0, "every worker of b serves version 1 through the URL made on a")
+    until(runs("hello", "1"), 1.0, "every worker of b serves version 1 through the URL made on a", seen)
 
     admin(a, "POST", "/functions/greet/code", content=example_components["stream"].read_bytes())
     admin(a, "POST", "/functions/greet/versions")
     admin(a, "PUT", "/functions/greet/aliases/live", json={"version": 2})
-    until(runs("stream", "2"), 1.0, "every worker of b serves version 2 once the alias moved on a")
+    until(runs("stream", "2"), 1.0, "every worker of b serves version 2 once the alias moved on a", seen)
     admin(a, "PUT", "/functions/greet/aliases/live", json={"version": 1})
-    until(runs("hello", "1"), 1.0, "every worker of b serves version 1 again")
+    until(runs("hello", "1"), 1.0, "every worker of b serves version 1 again", seen)
 
 
 # -- reserved concurrency --------------------------------------------------------------------------
