@@ -191,8 +191,12 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
             if p.pid is not None and p.is_alive():
                 p.terminate() if signum == signal.SIGTERM else p.kill()
 
+    def interrupted(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True  # children get SIGINT from the terminal themselves; none is restarted
+
     signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, lambda *_: None)  # children get SIGINT from the terminal themselves
+    signal.signal(signal.SIGINT, interrupted)
     restarted = -RESTART_EVERY_S
     running = list(procs)  # by sentinel, not `exitcode`: reading that reaps, and a reaped one is missed
     while running:
