@@ -22,6 +22,7 @@ import httpx
 
 from edge.geo import CDN_GEO_HEADERS, GeoLocator, viewer_headers
 from edge.health import HealthChecker
+from edge.node_purges import NodePurges
 from edge.origins import OriginPool
 from gateway.cache_phase import CachePhase
 from gateway.client import ClientConnection
@@ -127,6 +128,7 @@ class Gateway:
         self.function_urls: FunctionUrls | None = None
         self.invocations: Invocations | None = None
         self.fleet: GatewayFleet | None = None  # with control_plane = "redis://..."
+        self.node_purges: NodePurges | None = None  # purges to the node's other workers, without a fleet
         self.tracer = Tracer(self.env)
         self.pipeline: Pipeline | None = None
         node = config.node
@@ -182,7 +184,11 @@ class Gateway:
                 viewer=self.edge_function(route.edge.viewer, "viewer"),
                 origin_function=self.edge_function(route.edge.origin, "origin"),
             )
-        self.pipeline = Pipeline(RouteTable.compile(self.config.routes), plans, CachePhase.from_env(self.env))
+        cache = CachePhase.from_env(self.env)
+        if self.fleet is None:  # a fleet tells every process, this node's included (gateway/fleet.py)
+            self.node_purges = NodePurges(self.config.node.data_dir / "run" / "purge", cache.cache)
+            self.node_purges.start()
+        self.pipeline = Pipeline(RouteTable.compile(self.config.routes), plans, cache)
         await self.health.start()
         log.info(
             "gateway ready: %d routes, %d origins, %d functions",
@@ -212,6 +218,8 @@ class Gateway:
             self.registry.close()
         if self.fleet is not None:
             await self.fleet.aclose()
+        if self.node_purges is not None:
+            self.node_purges.close()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":

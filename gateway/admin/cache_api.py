@@ -2,11 +2,12 @@
 
 `POST /cache/purge` takes `{"key": "host/path?query"}` (every variant stored under exactly that
 key) or `{"prefix": "host/path-prefix"}` (every key starting with it; `""` empties the cache) and
-answers `{"purged": N}`, the number of stored variants removed. A purge reaches the cache of the
-process that serves the admin request: with `--workers N` each worker has its own cache (see
-docs/cache.md). In a fleet (`control_plane = "redis://..."`) the purge is also published to every
-other process of every node, which purge their own caches when the notice arrives (within
-milliseconds); the answer then adds `"told": M`, how many other processes heard it (docs/fleet.md).
+answers `{"purged": N, "told": M}`: N stored variants removed from the cache of the process that
+serves the admin request, and M other processes told to do the same. Each process has its own cache
+(`serve --workers N`): on a node on its own (`control_plane = "sqlite"`) the purge goes to the
+node's other workers through edge/node_purges.py, and the answer comes once each has taken it; in a
+fleet (`control_plane = "redis://..."`) it is published to every other process of every node
+(docs/fleet.md). Both purge within milliseconds of the answer (docs/cache.md, Purge).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.routing import Route
 
 from edge.cache import EdgeCache
 from edge.errors import ControlPlaneError
+from edge.node_purges import MAX_PURGE_CHARS, NodePurgeError
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -51,23 +53,25 @@ def cache_routes(gateway: Gateway, guard: Guard) -> list[Route]:
             return _error(400, "bad_request", "the body must be JSON")
         if not isinstance(body, dict) or len(body.keys() & {"key", "prefix"}) != 1:
             return _error(400, "bad_request", 'send exactly one of {"key": "..."} or {"prefix": "..."}')
-        if "key" in body:
-            value, purged = body["key"], None
-            if isinstance(value, str) and value:
-                purged = cache.purge_key(value)
-        else:
-            value = body["prefix"]
-            purged = cache.purge_prefix(value) if isinstance(value, str) else None
-        if purged is None:
+        what = "key" if "key" in body else "prefix"
+        value = body[what]
+        if not isinstance(value, str) or (what == "key" and not value):
             return _error(400, "bad_request", "key must be a non-empty string, prefix a string")
-        if gateway.fleet is None:
-            return JSONResponse({"purged": purged})
+        if len(value) > MAX_PURGE_CHARS:
+            return _error(400, "bad_request", f"{what} is longer than {MAX_PURGE_CHARS} characters")
+        purged = cache.purge_key(value) if what == "key" else cache.purge_prefix(value)
         try:
-            told = await gateway.fleet.purge(**{"key" if "key" in body else "prefix": value})
+            if gateway.fleet is not None:
+                told = await gateway.fleet.purge(**{what: value})
+            else:
+                assert gateway.node_purges is not None, "made with the pipeline, without a fleet"
+                told = await gateway.node_purges.broadcast(**{what: value})
         except ControlPlaneError as exc:
             return _error(
                 503, "control_plane_unavailable", f"purged {purged} here, but the fleet was not told: {exc}"
             )
+        except NodePurgeError as exc:
+            return _error(503, "workers_not_told", f"purged {purged} here, but {exc}")
         return JSONResponse({"purged": purged, "told": told})
 
     async def show(request: Request) -> Response:

@@ -21,7 +21,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         print(json.dumps(data))
     else:
         what = f"key {args.key!r}" if args.key is not None else f"prefix {args.prefix!r}"
-        print(f"purged {data['purged']} cached object(s) for {what}")
+        print(f"purged {data['purged']} cached object(s) for {what}; told {data['told']} other process(es)")
     return 0
 
 

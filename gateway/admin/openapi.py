@@ -276,7 +276,7 @@ def _paths() -> dict[str, Schema]:
             "post": op(
                 "Purge cached variants by exact key or key prefix",
                 "cache",
-                answer(obj({"purged": INTEGER})),
+                answer(obj({"purged": INTEGER, "told": INTEGER})),
                 400,
                 body=json_body(
                     {"oneOf": [obj({"key": STRING}, ("key",)), obj({"prefix": STRING}, ("prefix",))]}

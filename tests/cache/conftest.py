@@ -8,21 +8,30 @@ the tests tell a HIT (the origin saw nothing) from a REVALIDATED (it saw If-None
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway.app import Gateway
 from routes import load_config
 from tests.gateway.conftest import shared_data_dir
-from tests.servers import ServerThread
+from tests.servers import ServerThread, free_port
 
 Headers = dict[str, str]
+TOKEN = "purge-test-token"
+EDGEFN = [sys.executable, "-m", "gateway.cli"]
 
 
 @dataclass
@@ -135,3 +144,51 @@ path = "/{*rest}"
 origin = "o"
 cache = { ttl_s = 60 }
 """
+
+
+@contextlib.contextmanager
+def serve_node(tmp_path: Path, origin: Origin, *, workers: int = 1) -> Iterator[tuple[str, str]]:
+    """`edgefn serve --workers N` in front of `origin`, one route `cached` (ttl 600 s) for every
+    path; yields (public URL, admin URL) once the admin API answers (one worker is up)."""
+    public, admin = free_port(), free_port()
+    config = tmp_path / "edgefn.toml"
+    config.write_text(
+        f"""
+[node]
+listen = "127.0.0.1:{public}"
+admin_listen = "127.0.0.1:{admin}"
+data_dir = "{tmp_path / "data"}"
+
+[origins.o]
+endpoints = [{{ url = "{origin.url}" }}]
+
+[[routes]]
+name = "cached"
+path = "/{{*rest}}"
+origin = "o"
+cache = {{ ttl_s = 600 }}
+"""
+    )
+    env = {**os.environ, "EDGEFN_ADMIN_TOKEN": TOKEN}
+    command = [*EDGEFN, "serve", "--config", str(config), "--log-level", "WARNING", "--workers", str(workers)]
+    proc = subprocess.Popen(command, env=env)
+    admin_url = f"http://127.0.0.1:{admin}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(admin_url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "edgefn serve exited"
+            assert time.monotonic() < deadline, "edgefn serve did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{public}", admin_url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -3,66 +3,20 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.cache.conftest import Origin, Reply
-from tests.servers import free_port
-
-EDGEFN = [sys.executable, "-m", "gateway.cli"]
-TOKEN = "purge-test-token"
+from tests.cache.conftest import EDGEFN, TOKEN, Origin, Reply, serve_node
 
 
 @pytest.fixture
 def node(tmp_path: Path, origin: Origin) -> Iterator[tuple[str, str]]:
-    public, admin = free_port(), free_port()
-    config = tmp_path / "edgefn.toml"
-    config.write_text(
-        f"""
-[node]
-listen = "127.0.0.1:{public}"
-admin_listen = "127.0.0.1:{admin}"
-data_dir = "{tmp_path / "data"}"
-
-[origins.o]
-endpoints = [{{ url = "{origin.url}" }}]
-
-[[routes]]
-name = "cached"
-path = "/{{*rest}}"
-origin = "o"
-cache = {{ ttl_s = 600 }}
-"""
-    )
-    env = {**os.environ, "EDGEFN_ADMIN_TOKEN": TOKEN}
-    proc = subprocess.Popen([*EDGEFN, "serve", "--config", str(config), "--log-level", "WARNING"], env=env)
-    admin_url = f"http://127.0.0.1:{admin}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(admin_url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "edgefn serve exited"
-            assert time.monotonic() < deadline, "edgefn serve did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{public}", admin_url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_node(tmp_path, origin) as urls:
+        yield urls
 
 
 def cli(admin: str, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
@@ -87,7 +41,7 @@ def test_purge_by_key_and_prefix(node: tuple[str, str], origin: Origin) -> None:
     assert shown["entries"] == 6 and f"{host}/page?v=2" in shown["keys"]
 
     purged = httpx.post(admin + "/cache/purge", json={"key": f"{host}/page"}, headers=auth, timeout=10)
-    assert purged.json() == {"purged": 1}
+    assert purged.json() == {"purged": 1, "told": 0}  # one process: no other to tell
     assert state(base, "/page") == "MISS"
     assert state(base, "/page?v=2") == "HIT"  # an exact key is exactly one URL
 
@@ -97,7 +51,7 @@ def test_purge_by_key_and_prefix(node: tuple[str, str], origin: Origin) -> None:
     assert [state(base, p) for p in ("/img/a.png", "/img/b.png?v=2", "/page?v=2")] == ["MISS", "MISS", "HIT"]
 
     run = cli("http://127.0.0.1:9", "purge", "--key", f"{host}/page?v=2", "--admin", admin, "--json")
-    assert (run.returncode, run.stdout.strip()) == (0, '{"purged": 1}')
+    assert (run.returncode, run.stdout.strip()) == (0, '{"purged": 1, "told": 0}')
     assert state(base, "/page?v=2") == "MISS"
 
     run = cli("http://127.0.0.1:9", "--admin", admin, "show")  # --admin before the verb works too
@@ -111,7 +65,7 @@ def test_purge_refuses_bad_tokens_and_bodies(node: tuple[str, str]) -> None:
     _, admin = node
     assert httpx.post(admin + "/cache/purge", json={"prefix": ""}, timeout=10).status_code == 401
     auth = {"authorization": f"Bearer {TOKEN}"}
-    for body in ({}, {"key": "a", "prefix": "b"}, {"key": ""}, {"prefix": 3}):
+    for body in ({}, {"key": "a", "prefix": "b"}, {"key": ""}, {"prefix": 3}, {"key": "k" * 8193}):
         answer = httpx.post(admin + "/cache/purge", json=body, headers=auth, timeout=10)
         assert answer.status_code == 400, body
         assert answer.json()["error"]["code"] == "bad_request"
