@@ -11,7 +11,8 @@ from bench.wasm import EXAMPLES
 from routes import load_config
 
 
-def test_the_start_config_serves_hello_on_its_own_ports(tmp_path: Path) -> None:
+def test_the_start_config_serves_hello_on_its_own_ports(tmp_path: Path, example_components: dict[str, Path]) -> None:
+    # the config names examples/hello/hello.wasm, which a fresh clone has only once it is built
     tree = tmp_path / "tree-abc"
     tree.mkdir()
     path = config(tree, tmp_path / "data", 18123)
