@@ -12,7 +12,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -22,9 +21,8 @@ from typing import Any
 from gateway.functions.registry import Registry
 from gateway.functions.registry_sqlite import SqliteStore
 from gateway.functions.registry_sweep import BlobSweeper
-from tests.registry.test_durability import assert_consistent
+from tests.registry.test_durability import assert_consistent, kill_at_random, worker
 
-ROOT = Path(__file__).resolve().parents[2]
 GRACE = 100.0
 ROUNDS = 8
 
@@ -316,14 +314,8 @@ def test_a_deploy_committed_after_the_sweep_decided_keeps_the_blob(
     slow.close()
 
 
-def worker(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.registry.sweep_workers", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def sweep_worker(*args: str) -> subprocess.Popen[str]:
+    return worker(*args, module="tests.registry.sweep_workers")
 
 
 def test_a_kill_between_unlink_and_commit_is_repaired_by_the_next_deploy(
@@ -340,7 +332,7 @@ def test_a_kill_between_unlink_and_commit_is_repaired_by_the_next_deploy(
     BlobSweeper(registry, grace_s=0.0).sweep()  # marks `old`
     held, thread, result = deploy_held(store.data_dir, "g", code("old"))  # found the file there
     rev, doc = store.read(f"blob/{old}")
-    child = worker("crash-delete", str(store.data_dir))
+    child = sweep_worker("crash-delete", str(store.data_dir))
     out, err = child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL, (out, err)
     assert out == f"unlinked {old}\n"
@@ -360,16 +352,7 @@ def test_sigkill_during_sweeps_leaves_a_consistent_registry(tmp_path: Path) -> N
     data_dir = tmp_path / "data"
     rng = random.Random(20261201)
     for round_ in range(ROUNDS):
-        child = worker("churn", str(data_dir), str(round_))
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        assert line == "ready\n", (
-            f"worker did not start: {line!r} {child.stderr.read() if child.stderr else ''}"
-        )
-        time.sleep(rng.uniform(0.05, 1.0))
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-        assert child.returncode == -signal.SIGKILL
+        kill_at_random(sweep_worker("churn", str(data_dir), str(round_)), rng)
         assert_consistent(data_dir)
     # Whatever the kills left behind, two passes leave exactly the named blobs (once the lease of
     # a worker killed mid-pass has run out: the workers take it for 1 s).

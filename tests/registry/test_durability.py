@@ -25,14 +25,25 @@ ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 12
 
 
-def worker(*args: str) -> subprocess.Popen[str]:
+def worker(*args: str, module: str = "tests.registry.workers") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.registry.workers", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def kill_at_random(child: subprocess.Popen[str], rng: random.Random) -> None:
+    """Once the worker says it is ready, let it work a random while, then SIGKILL it."""
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    assert line == "ready\n", f"worker did not start: {line!r} {child.stderr.read() if child.stderr else ''}"
+    time.sleep(rng.uniform(0.05, 1.0))
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
 
 
 def sha256(path: Path) -> str:
@@ -93,16 +104,7 @@ def test_sigkill_at_random_moments_leaves_a_consistent_registry(tmp_path: Path) 
     rng = random.Random(20240601)
     totals: list[dict[str, int]] = []
     for round_ in range(ROUNDS):
-        child = worker("churn", str(data_dir), str(round_))
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        assert line == "ready\n", (
-            f"worker did not start: {line!r} {child.stderr.read() if child.stderr else ''}"
-        )
-        time.sleep(rng.uniform(0.05, 1.0))
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-        assert child.returncode == -signal.SIGKILL
+        kill_at_random(worker("churn", str(data_dir), str(round_)), rng)
         totals.append(assert_consistent(data_dir))
     # the churn really did build up state across the kills (versions, aliases and URLs exist)
     assert totals[-1]["functions"] == 3
