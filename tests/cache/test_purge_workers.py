@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -64,6 +65,20 @@ def test_an_admin_purge_reaches_every_worker(tmp_path: Path, origin: Origin) -> 
         seen = []
         emptied = on_every_worker(node, workers, miss, "/other", once=True, seen=seen)
         until(emptied, 1.0, "every worker answers a MISS after emptying the cache", seen)
+
+
+def test_a_killed_worker_is_replaced_in_the_fan_out(tmp_path: Path, origin: Origin) -> None:
+    sockets = tmp_path / "data" / "run" / "purge"
+    with serve_node(tmp_path, origin, workers=WORKERS) as (_, admin):
+        until(lambda: len(os.listdir(sockets)) == WORKERS, 60, "both workers bound their purge socket")
+        victim = sorted(os.listdir(sockets))[0]
+        os.kill(int(victim.split("-")[0]), signal.SIGKILL)
+        # the replacement removes the dead worker's socket when it binds its own
+        replaced = lambda: victim not in os.listdir(sockets) and len(os.listdir(sockets)) == WORKERS  # noqa: E731
+        until(replaced, 60, "the replacement bound its socket")
+        r = httpx.post(admin + "/cache/purge", json={"prefix": ""}, headers=AUTH, timeout=10)
+        assert r.json() == {"purged": 0, "told": WORKERS - 1}, r.text
+    assert os.listdir(sockets) == [], "a graceful stop removes every worker's socket"
 
 
 # -- the fan-out in one process ----------------------------------------------------------------------
