@@ -142,7 +142,7 @@ class GatewayFleet:
                 wanted.update(versions.get(v, "") for v in (alias.version, *(a for a, _ in alias.additional)))
             for sha in sorted(wanted - self._warm - {""}):
                 try:
-                    await runtime.load(await asyncio.to_thread(registry.blob_path, sha))
+                    await runtime.load(await asyncio.to_thread(registry.blob_path, sha), sha256=sha)
                 except Exception as exc:  # a request for it will report the same failure
                     log.warning(
                         "warming %s (%s) failed: %s: %s", info.name, sha[:12], type(exc).__name__, exc

@@ -296,7 +296,7 @@ class Functions:
         component = self._components.get(sha)
         path = await self._read(self.registry.blob_path, sha)
         if component is None:
-            component = await self.runtime.load(path)
+            component = await self.runtime.load(path, sha256=sha)  # a blob is named by its hash
             self._components[sha] = component
         function = Function(
             name=name,

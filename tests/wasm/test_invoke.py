@@ -116,6 +116,35 @@ def test_compile_once_then_restart_serves_from_the_cache(components: dict[str, P
     assert artifacts == 1
 
 
+
+def test_a_load_by_known_hash_uses_the_artifact_without_reading_the_file(
+    components: dict[str, Path], data_dir: Path, tmp_path: Path
+) -> None:
+    """A registry blob is named by its hash: with the compiled artifact there, a restart loads it
+    without reading (or hashing) the file; without one, the file must hash to the name."""
+    import hashlib
+    import shutil
+
+    hello = components["hello"]
+    sha = hashlib.sha256(hello.read_bytes()).hexdigest()
+
+    async def main() -> None:
+        async with runtime(data_dir) as rt:
+            await rt.load(hello)  # the artifact exists from here on
+        async with runtime(data_dir) as rt:
+            gone = tmp_path / "gone.wasm"  # never read: it does not even exist
+            loaded = await rt.load(gone, sha256=sha)
+            assert loaded.from_cache and loaded.sha256 == sha
+            resp = await rt.invoke(loaded, request("/by-hash"), limits=Limits())
+            assert json.loads(await drain(resp))["path"] == "/by-hash"
+        async with runtime(tmp_path / "empty") as rt:  # no artifact: the bytes are read and checked
+            copy = tmp_path / "copy.wasm"
+            shutil.copyfile(hello, copy)
+            with pytest.raises(InvalidComponent, match="do not hash to the expected sha256"):
+                await rt.load(copy, sha256="0" * 64)
+
+    arun(main())
+
 def test_validate_rejects_what_is_not_a_proxy_component(data_dir: Path, tmp_path: Path) -> None:
     async def main() -> None:
         async with runtime(data_dir) as rt:
