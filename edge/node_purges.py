@@ -115,6 +115,18 @@ class NodePurges:
             )
         return sum(1 for took in results if took)
 
+    async def invalidate(self, partition: str, key: str) -> None:
+        """An unsafe request succeeded here (RFC 9111 4.4): the other processes' stored answers for
+        its URI go too, before the client has its answer, so its next request cannot hit a stale
+        one on another worker. A process that does not take it in time is logged, not waited for."""
+        assert self._sock is not None, "start() has not run"
+        data = json.dumps({"invalidate": [partition, key], "sender": self.name}).encode()
+        peers = self._peers()
+        results = await asyncio.gather(*(self._send(name, data) for name in peers))
+        late = [name for name, took in zip(peers, results, strict=True) if took is None]
+        if late:
+            log.warning("invalidation of %s not taken in time by: %s", key, ", ".join(late))
+
     def _peers(self) -> list[str]:
         return sorted(n for n in os.listdir(self._dir_fd) if n.endswith(".sock") and n != self.name)
 
@@ -172,6 +184,10 @@ class NodePurges:
             return
         key = payload.get("key") if isinstance(payload, dict) else None
         prefix = payload.get("prefix") if isinstance(payload, dict) else None
+        uri = payload.get("invalidate") if isinstance(payload, dict) else None
+        if isinstance(uri, list) and len(uri) == 2 and all(isinstance(x, str) for x in uri):
+            self.cache.invalidate(uri[0], uri[1])  # [partition, key]
+            return
         if isinstance(key, str) and key:
             count = self.cache.purge_key(key)
         elif isinstance(prefix, str):

@@ -188,6 +188,7 @@ class Gateway:
         if self.fleet is None:  # a fleet tells every process, this node's included (gateway/fleet.py)
             self.node_purges = NodePurges(self.config.node.data_dir / "run" / "purge", cache.cache)
             self.node_purges.start()
+            cache.peers = self.node_purges
         self.pipeline = Pipeline(RouteTable.compile(self.config.routes), plans, cache)
         await self.health.start()
         log.info(

@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from edge.cache import (
     CACHEABLE_METHODS,
@@ -52,6 +53,12 @@ NOT_MODIFIED_KEEPS = frozenset(
 )
 
 
+class Peers(Protocol):
+    """Who else holds this node's cache (the other processes of `serve --workers N`)."""
+
+    async def invalidate(self, partition: str, key: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RouteCache:
     partition: str
@@ -64,6 +71,8 @@ class CachePhase:
     def __init__(self, cache: EdgeCache) -> None:
         self.cache = cache
         self._routes: dict[str, RouteCache] = {}
+        # the node's other processes, told of each invalidation (edge/node_purges.py; None: alone)
+        self.peers: Peers | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CachePhase:
@@ -100,6 +109,8 @@ class CachePhase:
             response = await fetch(request)
             if request.method not in SAFE_METHODS and response.status < 400:
                 self.cache.invalidate(rc.partition, key)
+                if self.peers is not None:  # the node's other workers are the same cache to a client
+                    await self.peers.invalidate(rc.partition, key)
             return self._miss(response)
         request_cc = parse_cache_control(request.headers)
         if "no-store" in request_cc:

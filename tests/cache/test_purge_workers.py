@@ -67,6 +67,28 @@ def test_an_admin_purge_reaches_every_worker(tmp_path: Path, origin: Origin) -> 
         until(emptied, 1.0, "every worker answers a MISS after emptying the cache", seen)
 
 
+def test_a_successful_post_invalidates_the_uri_on_every_worker(tmp_path: Path, origin: Origin) -> None:
+    """RFC 9111 4.4 for a node whose workers are one cache to its clients: after a POST that
+    succeeded through one worker, no worker answers a stored copy of that URI."""
+    origin.on("/doc", Reply(headers=[("cache-control", "max-age=600")]))
+    with serve_node(tmp_path, origin, workers=WORKERS) as (base, _admin):
+        node = _Node(base)
+        workers: set[str] = set()
+        for _ in range(400):
+            workers.add(process(httpx.get(base + "/doc", timeout=10)))
+            if len(workers) == WORKERS:
+                break
+        assert len(workers) == WORKERS, "requests on fresh connections reached only one worker"
+        until(on_every_worker(node, workers, lambda r: r.headers["x-cache"] == "HIT", "/doc"), 60, "cached")
+        posted = httpx.post(base + "/doc", content=b"edit", timeout=10)
+        assert posted.status_code == 200
+        seen: list[str] = []
+        miss = on_every_worker(
+            node, workers, lambda r: r.headers["x-cache"] == "MISS", "/doc", once=True, seen=seen
+        )
+        until(miss, 1.0, "every worker answers a MISS after the POST", seen)
+
+
 def test_a_killed_worker_is_replaced_in_the_fan_out(tmp_path: Path, origin: Origin) -> None:
     sockets = tmp_path / "data" / "run" / "purge"
     with serve_node(tmp_path, origin, workers=WORKERS) as (_, admin):
