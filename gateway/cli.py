@@ -174,7 +174,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from gateway.admin import commands_cache, commands_functions, commands_invocations
+    from gateway.admin import commands_cache, commands_fleet, commands_functions, commands_invocations
 
     p = argparse.ArgumentParser(prog="edgefn", description="Edge function gateway and HTTP router.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -201,6 +201,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="rebuild even when the build cache has it")
     b.set_defaults(func=cmd_build)
     commands_cache.register(sub)
+    commands_fleet.register(sub)
     commands_invocations.register(sub)
     commands_functions.register(sub)
     return p
