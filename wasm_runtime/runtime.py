@@ -51,7 +51,9 @@ log = logging.getLogger("edgefn.wasm")
 TICK_S = 0.01
 DEFAULT_THREADS = 512  # threads are cheap; a held Python guest's instance memory is what bounds this
 STATS_WAIT_S = 0.1
-CHECK_TICKS = 10  # a running guest is checked for cancellation every CHECK_TICKS * TICK_S
+# A running guest is checked every CHECK_TICKS * TICK_S (20 ms) of its execution: cancelled or past
+# its deadline, it stops; with others waiting for the run gate, it hands its place on.
+CHECK_TICKS = 2
 COMPONENT_MAGIC = b"\x00asm\x0d\x00\x01\x00"
 HANDLER = re.compile(r"^wasi:http/incoming-handler@0\.2\.\d+$")
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
@@ -146,7 +148,7 @@ class Runtime:
         `max_threads_per_function` of them (default: all but an eighth). Over either, a request
         waits within its own timeout, then gets FunctionThrottled (429).
         `max_executing`: of those, how many execute at once rather than wait in a host call
-        (default: $EDGEFN_MAX_EXECUTING, else the CPUs this process may use); see _gate.py."""
+        (default: $EDGEFN_MAX_EXECUTING, else 1: see `_default_executing` and _gate.py)."""
         cfg, self.engine_key = _engine_config()
         self.engine = Engine(cfg)
         _compat.install()
@@ -636,17 +638,23 @@ def _settle(ended: asyncio.Future[None]) -> None:
 
 
 def _default_executing() -> int:
-    """$EDGEFN_MAX_EXECUTING (a deployment can set it without a config change), else the CPUs
-    this process may run on: about one executing guest per core keeps the GIL uncontended."""
+    """$EDGEFN_MAX_EXECUTING (a deployment can set it without a config change), else 1.
+
+    One per process, not one per core: a guest's host calls are Python under the process's one
+    GIL, and two guests executing at once handed it back and forth at every host call. In process
+    (`bench.wasm_inproc --concurrency 1,2,4,64`) two callers gave 357-380 hello/s at 3.3-3.5 ms of
+    CPU and ~78 context switches each with 2 places, 440 hello/s at 2.5 ms and ~24 with 1; over
+    HTTP at 64 connections one place gave 210-275 (reuse) and 130-141 (fresh) req/s against
+    192-198 and 105-113 with two. Cores are used by worker processes (`serve --workers N`), each
+    with its own GIL and its own gate. A compute-bound guest (little Python) could use a second
+    place; such a deployment sets EDGEFN_MAX_EXECUTING.
+    """
     text = os.environ.get("EDGEFN_MAX_EXECUTING", "").strip()
     if text:
         if not text.isdigit() or int(text) < 1:
             raise ValueError(f"EDGEFN_MAX_EXECUTING must be a whole number of at least 1, not {text!r}")
         return int(text)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return 1
 
 
 class _ExitOk(FunctionError):

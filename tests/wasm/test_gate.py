@@ -116,3 +116,31 @@ def test_the_gate_size_comes_from_the_environment_when_not_given(
     monkeypatch.setenv("EDGEFN_MAX_EXECUTING", "none")
     with pytest.raises(ValueError, match="EDGEFN_MAX_EXECUTING must be a whole number"):
         Runtime(data_dir)
+
+
+def test_by_default_one_guest_executes_at_a_time(
+    components: dict[str, Path], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One place per process, whatever the cores: two guests executing at once only hand the GIL
+    back and forth (docs/functions.md); cores are for worker processes."""
+    monkeypatch.delenv("EDGEFN_MAX_EXECUTING", raising=False)
+
+    async def main() -> tuple[int, list[int], int]:
+        rt = Runtime(data_dir)
+        try:
+            hello = await rt.load(components["hello"])
+            limits = Limits(instance_reuse=100)
+            pool = rt.warm_pool(hello, limits)
+            resps = await asyncio.gather(
+                *(rt.invoke(hello, request("/"), limits=limits, pool=pool) for _ in range(8))
+            )
+            for r in resps:
+                await drain(r)
+            return rt.gate.size, [r.status for r in resps], rt.gate.peak
+        finally:
+            await rt.aclose()
+
+    size, statuses, peak = arun(main())
+    assert size == 1
+    assert statuses == [200] * 8
+    assert peak == 1
