@@ -6,9 +6,10 @@ executing at once, every host call fights the others for the GIL, and a hello in
 ~500 voluntary context switches and ~8 ms of CPU instead of ~13 and ~2 ms (bench.wasm_inproc
 --concurrency, December 2026); throughput at 64 callers fell to a third of one caller's. So only
 `size` guests (by default one: even two thrash the GIL, see runtime._default_executing) execute
-at a time; the others wait here, off the GIL, in arrival order. A guest leaves the gate whenever it blocks in a host wait (a stream's pause, a body
-that is not read yet, an outbound call), so held streams keep one thread each but no place in the
-gate; and a guest that computes for long hands its place on every epoch check while others wait.
+at a time; the others wait here, off the GIL, in arrival order. A guest leaves the gate whenever
+it blocks in a host wait (a stream's pause, a body that is not read yet, an outbound call), so held
+streams keep one thread each but no place in the gate; and a guest that computes for long hands
+its place on at every epoch check (20 ms) while others wait.
 
 A slot is handed directly from the guest leaving to the first waiter (FIFO), so one that yields
 cannot take its own place back ahead of those waiting.
