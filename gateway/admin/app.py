@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.admin.cache_api import cache_routes
+from gateway.admin.errors import admin_error
 from gateway.admin.fleet_api import fleet_routes
 from gateway.admin.functions_api import function_routes
 from gateway.admin.invocations_api import invocation_routes
@@ -27,10 +28,6 @@ from gateway.admin.openapi import openapi_routes
 from gateway.app import Gateway
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def admin_error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "request_id": ""}}, status_code=status)
 
 
 def require_token(handler: Handler) -> Handler:

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from edge.cache import EdgeCache
 from edge.errors import ControlPlaneError
 from edge.node_purges import MAX_PURGE_CHARS, NodePurgeError
+from gateway.admin.errors import admin_error
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
 Handler = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Handler], Handler]
 MAX_KEYS_SHOWN = 1000
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "request_id": ""}}, status_code=status)
 
 
 def cache_routes(gateway: Gateway, guard: Guard) -> list[Route]:
@@ -46,19 +43,19 @@ def cache_routes(gateway: Gateway, guard: Guard) -> list[Route]:
     async def purge(request: Request) -> Response:
         cache = node_cache()
         if cache is None:
-            return _error(503, "starting", "the gateway has not finished starting")
+            return admin_error(503, "starting", "the gateway has not finished starting")
         try:
             body = json.loads(await request.body() or b"null")
         except ValueError:
-            return _error(400, "bad_request", "the body must be JSON")
+            return admin_error(400, "bad_request", "the body must be JSON")
         if not isinstance(body, dict) or len(body.keys() & {"key", "prefix"}) != 1:
-            return _error(400, "bad_request", 'send exactly one of {"key": "..."} or {"prefix": "..."}')
+            return admin_error(400, "bad_request", 'send exactly one of {"key": "..."} or {"prefix": "..."}')
         what = "key" if "key" in body else "prefix"
         value = body[what]
         if not isinstance(value, str) or (what == "key" and not value):
-            return _error(400, "bad_request", "key must be a non-empty string, prefix a string")
+            return admin_error(400, "bad_request", "key must be a non-empty string, prefix a string")
         if len(value) > MAX_PURGE_CHARS:
-            return _error(400, "bad_request", f"{what} is longer than {MAX_PURGE_CHARS} characters")
+            return admin_error(400, "bad_request", f"{what} is longer than {MAX_PURGE_CHARS} characters")
         purged = cache.purge_key(value) if what == "key" else cache.purge_prefix(value)
         try:
             if gateway.fleet is not None:
@@ -67,17 +64,17 @@ def cache_routes(gateway: Gateway, guard: Guard) -> list[Route]:
                 assert gateway.node_purges is not None, "made with the pipeline, without a fleet"
                 told = await gateway.node_purges.broadcast(**{what: value})
         except ControlPlaneError as exc:
-            return _error(
+            return admin_error(
                 503, "control_plane_unavailable", f"purged {purged} here, but the fleet was not told: {exc}"
             )
         except NodePurgeError as exc:
-            return _error(503, "workers_not_told", f"purged {purged} here, but {exc}")
+            return admin_error(503, "workers_not_told", f"purged {purged} here, but {exc}")
         return JSONResponse({"purged": purged, "told": told})
 
     async def show(request: Request) -> Response:
         cache = node_cache()
         if cache is None:
-            return _error(503, "starting", "the gateway has not finished starting")
+            return admin_error(503, "starting", "the gateway has not finished starting")
         return JSONResponse({**asdict(cache.stats()), "keys": cache.keys(MAX_KEYS_SHOWN)})
 
     return [

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edge.errors import ControlPlaneError
-from gateway.admin.cache_api import _error
+from gateway.admin.errors import admin_error
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -37,11 +37,12 @@ def fleet_routes(gateway: Gateway, guard: Guard) -> list[Route]:
     async def members(request: Request) -> Response:
         fleet = gateway.fleet
         if fleet is None:
-            return _error(404, "not_in_a_fleet", 'this node is not in a fleet (control_plane = "sqlite")')
+            message = 'this node is not in a fleet (control_plane = "sqlite")'
+            return admin_error(404, "not_in_a_fleet", message)
         try:
             found = await fleet.members.list()
         except ControlPlaneError as exc:
-            return _error(503, "control_plane_unavailable", str(exc))
+            return admin_error(503, "control_plane_unavailable", str(exc))
         return JSONResponse(
             {
                 "self": fleet.members.id,

@@ -44,6 +44,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edge.errors import ControlPlaneError
+from gateway.admin.errors import admin_error
 from gateway.functions.registry import Invalid, NotFound, Registry, RegistryError, UrlInfo
 from routes import ConfigError
 from routes.loader import function_url_from_dict
@@ -70,10 +71,6 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "request_id": ""}}, status_code=status)
-
-
 def _answers(handler: Handler) -> Handler:
     """One translation of errors into DESIGN.md's JSON error answer."""
 
@@ -81,13 +78,13 @@ def _answers(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ApiError as exc:
-            return _error(exc.status, exc.code, exc.message)
+            return admin_error(exc.status, exc.code, exc.message)
         except RegistryError as exc:
-            return _error(exc.status, exc.code, str(exc))
+            return admin_error(exc.status, exc.code, str(exc))
         except ConfigError as exc:
-            return _error(400, "invalid", str(exc))
+            return admin_error(400, "invalid", str(exc))
         except ControlPlaneError as exc:  # a fleet's Redis is unreachable: nothing changed
-            return _error(503, "control_plane_unavailable", str(exc))
+            return admin_error(503, "control_plane_unavailable", str(exc))
 
     return run
 

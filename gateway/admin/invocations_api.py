@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway.admin.errors import admin_error
 from gateway.functions.invocations import Invocations
 
 if TYPE_CHECKING:
@@ -32,10 +33,6 @@ Handler = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Handler], Handler]
 STATES = ("queued", "running", "succeeded", "dlq")
 KEEPALIVE_S = 15.0
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "request_id": ""}}, status_code=status)
 
 
 def _int(value: str | None, default: int | None) -> int | None:
@@ -53,7 +50,7 @@ def invocation_routes(gateway: Gateway, guard: Guard) -> list[Route]:
         return invocations if invocations is not None and invocations.started else None
 
     def unavailable() -> JSONResponse:
-        return _error(503, "starting", "the gateway has no functions loaded (yet)")
+        return admin_error(503, "starting", "the gateway has no functions loaded (yet)")
 
     async def dlq_list(request: Request) -> Response:
         inv = service()
@@ -78,7 +75,7 @@ def invocation_routes(gateway: Gateway, guard: Guard) -> list[Route]:
         wanted = tuple(s for s in request.query_params.get("state", ",".join(STATES)).split(",") if s)
         bad = [s for s in wanted if s not in STATES]
         if bad or not wanted:
-            return _error(400, "bad_request", f"state must be among {', '.join(STATES)}")
+            return admin_error(400, "bad_request", f"state must be among {', '.join(STATES)}")
         events = await inv.queue.events(name, wanted)
         return JSONResponse({"function": name, "events": [e.describe() for e in events]})
 
@@ -88,7 +85,7 @@ def invocation_routes(gateway: Gateway, guard: Guard) -> list[Route]:
             return unavailable()
         event = await inv.queue.get(request.path_params["id"])
         if event is None:
-            return _error(404, "not_found", "no such invocation (succeeded ones are kept for an hour)")
+            return admin_error(404, "not_found", "no such invocation (succeeded ones are kept for an hour)")
         return JSONResponse(event.describe())
 
     async def logs(request: Request) -> Response:
