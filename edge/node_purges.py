@@ -102,30 +102,32 @@ class NodePurges:
     async def broadcast(self, *, key: str | None = None, prefix: str | None = None) -> int:
         """Tell every other process of the node to purge as this one just did; answers how many
         took it. Raises NodePurgeError when a live one did not within `send_timeout_s`."""
-        assert self._sock is not None, "start() has not run"
         payload: dict[str, Any] = {"key": key} if key is not None else {"prefix": prefix}
-        data = json.dumps({**payload, "sender": self.name}).encode()
-        peers = self._peers()
-        results = await asyncio.gather(*(self._send(name, data) for name in peers))
-        late = [name for name, took in zip(peers, results, strict=True) if took is None]
+        took, late = await self._tell(payload)
         if late:
             raise NodePurgeError(
                 f"{len(late)} process(es) of this node did not take the purge within "
                 f"{self.send_timeout_s:g} s (stopped or stuck?): {', '.join(late)}"
             )
-        return sum(1 for took in results if took)
+        return took
 
     async def invalidate(self, partition: str, key: str) -> None:
         """An unsafe request succeeded here (RFC 9111 4.4): the other processes' stored answers for
         its URI go too, before the client has its answer, so its next request cannot hit a stale
         one on another worker. A process that does not take it in time is logged, not waited for."""
+        _, late = await self._tell({"invalidate": [partition, key]})
+        if late:
+            log.warning("invalidation of %s not taken in time by: %s", key, ", ".join(late))
+
+    async def _tell(self, payload: dict[str, Any]) -> tuple[int, list[str]]:
+        """Send `payload` to every other process at once: how many took it, and which live ones
+        did not within `send_timeout_s`."""
         assert self._sock is not None, "start() has not run"
-        data = json.dumps({"invalidate": [partition, key], "sender": self.name}).encode()
+        data = json.dumps({**payload, "sender": self.name}).encode()
         peers = self._peers()
         results = await asyncio.gather(*(self._send(name, data) for name in peers))
         late = [name for name, took in zip(peers, results, strict=True) if took is None]
-        if late:
-            log.warning("invalidation of %s not taken in time by: %s", key, ", ".join(late))
+        return sum(1 for took in results if took), late
 
     def _peers(self) -> list[str]:
         return sorted(n for n in os.listdir(self._dir_fd) if n.endswith(".sock") and n != self.name)
