@@ -7,17 +7,14 @@ import asyncio
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 
 from gateway.functions.node_slots import NodeSlots
-from tests.gateway.conftest import shared_data_dir
-from tests.servers import free_port
+from tests.invocations.conftest import Node, node_factory  # noqa: F401  (a fixture)
 
-EDGEFN = [sys.executable, "-m", "gateway.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 HOLDER = """
@@ -61,13 +58,7 @@ def test_slots_are_shared_between_processes_and_freed_when_one_dies(tmp_path: Pa
             holder.kill()
 
 
-CONFIG = """
-[node]
-name = "{name}"
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin}"
-data_dir = "{data_dir}"
-
+FUNCTION = """
 [functions.stream]
 component = "{stream}"
 timeout_s = 60
@@ -80,71 +71,31 @@ function = "stream"
 """
 
 
-def _serve(tmp_path: Path, name: str, data_dir: Path, stream: Path) -> tuple[subprocess.Popen[str], str]:
-    port, admin = free_port(), free_port()
-    config = tmp_path / f"{name}.toml"
-    config.write_text(CONFIG.format(name=name, port=port, admin=admin, data_dir=data_dir, stream=stream))
-    proc = subprocess.Popen(
-        [*EDGEFN, "serve", "--config", str(config), "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{admin}/healthz", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"edgefn serve {name} did not start: {proc.communicate()[1][-2000:]}")
-        time.sleep(0.1)
-
-
 def test_reserved_concurrency_holds_across_two_gateways_on_one_data_dir(
-    tmp_path: Path, example_components: dict[str, Path]
+    node_factory: Callable[..., Node],  # noqa: F811  (its nodes share one data_dir)
 ) -> None:
-    data_dir = shared_data_dir(tmp_path / "data")  # compiled components are shared
-    a, url_a = _serve(tmp_path, "a", data_dir, example_components["stream"])
-    try:
-        b, url_b = _serve(tmp_path, "b", data_dir, example_components["stream"])
-    except BaseException:
-        a.kill()
-        raise
-    try:
-        started = threading.Barrier(3, timeout=60)
-        statuses: list[int] = []
+    url_a, url_b = node_factory(FUNCTION).url, node_factory(FUNCTION).url
+    started = threading.Barrier(3, timeout=60)
+    statuses: list[int] = []
 
-        def hold() -> None:  # takes a slot on gateway a and keeps it while its body streams
-            with httpx.stream("GET", f"{url_a}/stream?n=3&ms=1000", timeout=60) as r:
-                statuses.append(r.status_code)
-                it = r.iter_bytes()
-                next(it)  # the first chunk: the guest runs and holds its slot
-                started.wait()
-                for _ in it:
-                    pass
+    def hold() -> None:  # takes a slot on gateway a and keeps it while its body streams
+        with httpx.stream("GET", f"{url_a}/stream?n=3&ms=1000", timeout=60) as r:
+            statuses.append(r.status_code)
+            it = r.iter_bytes()
+            next(it)  # the first chunk: the guest runs and holds its slot
+            started.wait()
+            for _ in it:
+                pass
 
-        holders = [threading.Thread(target=hold) for _ in range(2)]
-        for t in holders:
-            t.start()
-        started.wait()
-        refused = httpx.get(f"{url_b}/stream?n=1&ms=0", timeout=60)
-        for t in holders:
-            t.join(timeout=60)
-        assert statuses == [200, 200]
-        assert refused.status_code == 429, refused.text
-        assert refused.json()["error"]["code"] == "throttled"
-        # the streams ended and gave their slots back: b serves again
-        assert httpx.get(f"{url_b}/stream?n=1&ms=0", timeout=60).status_code == 200
-    finally:
-        for proc in (a, b):
-            proc.terminate()
-        for proc in (a, b):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for t in holders:
+        t.start()
+    started.wait()
+    refused = httpx.get(f"{url_b}/stream?n=1&ms=0", timeout=60)
+    for t in holders:
+        t.join(timeout=60)
+    assert statuses == [200, 200]
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "throttled"
+    # the streams ended and gave their slots back: b serves again
+    assert httpx.get(f"{url_b}/stream?n=1&ms=0", timeout=60).status_code == 200
