@@ -10,23 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from gateway.app import Gateway
 from routes import load_config
 from tests.gateway.conftest import shared_data_dir
+from tests.invocations.conftest import Node
 from tests.servers import ServerThread, free_port
 
 Headers = dict[str, str]
@@ -169,26 +166,14 @@ origin = "o"
 cache = {{ ttl_s = 600 }}
 """
     )
-    env = {**os.environ, "EDGEFN_ADMIN_TOKEN": TOKEN}
-    command = [*EDGEFN, "serve", "--config", str(config), "--log-level", "WARNING", "--workers", str(workers)]
-    proc = subprocess.Popen(command, env=env)
-    admin_url = f"http://127.0.0.1:{admin}"
+    node = Node(
+        config=config,
+        port=public,
+        admin_port=admin,
+        log_path=tmp_path / "edgefn.log",
+        env={**os.environ, "EDGEFN_ADMIN_TOKEN": TOKEN},
+    )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(admin_url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "edgefn serve exited"
-            assert time.monotonic() < deadline, "edgefn serve did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{public}", admin_url
+        yield node.start(timeout=60, workers=workers).url, node.admin
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        node.stop()
