@@ -13,6 +13,9 @@ Rows:
   (`source` result / `sink` argument), measured around a guest export that does only that.
 - Python-side lower / lift: `ListType.convert_to_c` / `convert_from_c` alone for N bytes, the part
   of a crossing that Python controls; the rest is wasmtime turning each byte into a `Val`.
+- latin-1 string host -> guest / guest -> host: the same N bytes as a `string` in the
+  `latin1+utf16` encoding, the way `wasm_runtime._body_adapter` moves bodies (a WAT guest; the host
+  decodes or encodes latin-1, as the runtime's host does).
 """
 
 from __future__ import annotations
@@ -102,6 +105,66 @@ def measure(mode: str, runs: int) -> dict[str, float]:
         out[f"list<u8> {label} guest -> host (ms)"] = _median_ms(runs, lambda s=size: guest.call("push", s))
 
     out.update(_python_side(engine, component, runs))
+    out.update(_latin1_strings(engine, runs))
+    return out
+
+
+# A guest that hands N bytes of its memory to the host as a latin-1 string, or takes N back.
+WAT_LATIN1 = """
+(component
+  (import "edgefn:bench/bytes" (instance $h
+    (export "push" (func (param "data" string)))
+    (export "pull" (func (param "n" u32) (result string)))))
+  (core module $mem
+    (memory (export "mem") 64)
+    (global $top (mut i32) (i32.const 1024))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+      (local.set $p (i32.and (i32.add (global.get $top) (i32.const 7)) (i32.const -8)))
+      (global.set $top (i32.const 1024))
+      (local.get $p)))
+  (core instance $memi (instantiate $mem))
+  (alias core export $memi "mem" (core memory $m))
+  (alias core export $memi "realloc" (core func $realloc))
+  (core func $push (canon lower (func $h "push") (memory $m) string-encoding=latin1+utf16))
+  (core func $pull (canon lower (func $h "pull") (memory $m) (realloc $realloc) string-encoding=latin1+utf16))
+  (core module $main
+    (import "h" "push" (func $push (param i32 i32)))
+    (import "h" "pull" (func $pull (param i32 i32)))
+    (func (export "push") (param $n i32) (call $push (i32.const 1024) (local.get $n)))
+    (func (export "pull") (param $n i32) (call $pull (local.get $n) (i32.const 16))))
+  (core instance $hi (export "push" (func $push)) (export "pull" (func $pull)))
+  (core instance $i (instantiate $main (with "h" (instance $hi))))
+  (func (export "push") (param "n" u32) (canon lift (core func $i "push")))
+  (func (export "pull") (param "n" u32) (canon lift (core func $i "pull"))))
+"""
+
+
+def _latin1_strings(engine: Engine, runs: int) -> dict[str, float]:
+    from wasmtime.component import Linker
+
+    block = bytes(range(256)) * (MIB // 256)
+    received: list[bytes] = []
+    linker = Linker(engine)
+    with linker.root() as root, root.add_instance("edgefn:bench/bytes") as inst:
+        inst.add_func("push", lambda _store, data: received.append(data.encode("latin-1")))
+        inst.add_func("pull", lambda _store, n: block[:n].decode("latin-1"))
+    component = Component(engine, WAT_LATIN1)
+    store = Store(engine)
+    instance = linker.instantiate(store, component)
+    push, pull = instance.get_func(store, "push"), instance.get_func(store, "pull")
+    out: dict[str, float] = {}
+
+    def call(func: Any, n: int) -> None:
+        func(store, n)
+        func.post_return(store)
+
+    for size in BYTE_SIZES:
+        label = _size_label(size)
+        call(pull, size)
+        out[f"latin-1 string {label} host -> guest (ms)"] = _median_ms(runs, lambda s=size: call(pull, s))
+        out[f"latin-1 string {label} guest -> host (ms)"] = _median_ms(runs, lambda s=size: call(push, s))
+    if len(received[-1]) != BYTE_SIZES[-1]:
+        raise RuntimeError(f"the host received {len(received[-1])} bytes, not {BYTE_SIZES[-1]}")
     return out
 
 

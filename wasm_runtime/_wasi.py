@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import _body_adapter
 from ._canon import Err, HostResource, Ok
 from ._context import GuestExit, inv
 from ._http import (
@@ -147,6 +148,7 @@ IMPLS: dict[str, dict[str, Impl]] = {
         "http-error-code": http_error_code,
     },
     "wasi:http/outgoing-handler": {"handle": outgoing_handle},
+    _body_adapter.INTERFACE: _body_adapter.HOST,
 }
 
 

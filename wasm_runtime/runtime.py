@@ -32,7 +32,7 @@ from wasmtime import Config, Engine, Store, WasmtimeError
 from wasmtime import _ffi as ffi
 from wasmtime.component import Component, ExportIndex, Linker, ResourceHost
 
-from . import _compat
+from . import _body_adapter, _compat
 from ._canon import Err, Ok
 from ._context import GuestExit, HostAbort, HostCancelled, HostTimeout, Invocation, StoreState, current
 from ._gate import RunGate
@@ -112,8 +112,15 @@ def _trap(message: str) -> int:
 def _engine_config() -> tuple[Config, str]:
     cfg = Config()
     cfg.epoch_interruption = True
-    settings = f"wasmtime={WASMTIME_VERSION};epoch=1;arch={platform.machine()}"
+    adapter = _body_adapter.VERSION if _adapting_bodies() else "none"
+    settings = f"wasmtime={WASMTIME_VERSION};epoch=1;arch={platform.machine()};bodies={adapter}"
     return cfg, hashlib.sha256(settings.encode()).hexdigest()[:16]
+
+
+def _adapting_bodies() -> bool:
+    """Bodies cross as latin-1 strings through `_body_adapter` unless EDGEFN_NO_BODY_ADAPTER is set
+    (to compare, or should a component not work inside the wrapper)."""
+    return not os.environ.get("EDGEFN_NO_BODY_ADAPTER")
 
 
 def _install_fastcall() -> None:
@@ -270,8 +277,10 @@ class Runtime:
                 if hashlib.sha256(data).hexdigest() != sha:
                     raise InvalidComponent(f"{name}: its bytes do not hash to the expected sha256 {sha[:12]}")
                 self.validate(data)
+            if _adapting_bodies():
+                component = _body_adapter.compile_adapted(self.engine, data, name)
             try:
-                component = Component(self.engine, data)
+                component = component or Component(self.engine, data)
             except WasmtimeError as exc:
                 raise InvalidComponent(f"{name}: does not compile: {str(exc).splitlines()[0]}") from exc
             self.compiled_dir.mkdir(parents=True, exist_ok=True)

@@ -16,20 +16,24 @@ from wit_world import exports
 from wit_world.imports import poll, streams, types
 
 
-def read_body(request: types.IncomingRequest) -> bytes:
+def read_body(request: types.IncomingRequest) -> tuple[bytes, str | None]:
+    """The body, and what the host said if reading it failed part way."""
     body = request.consume()
     stream = body.stream()
     parts = []
+    error = None
     while True:
         try:
             parts.append(stream.blocking_read(65536))
         except Err as e:
-            if isinstance(e.value, streams.StreamError_Closed):
-                break
-            raise
+            if isinstance(e.value, streams.StreamError_LastOperationFailed):
+                with e.value.value as failure:
+                    error = failure.to_debug_string()
+            break
     stream.__exit__(None, None, None)
-    types.IncomingBody.finish(body)
-    return b"".join(parts)
+    if error is None:
+        types.IncomingBody.finish(body)
+    return b"".join(parts), error
 
 
 def write_all(stream: streams.OutputStream, data: bytes) -> None:
@@ -56,7 +60,7 @@ def method_name(method: types.Method) -> str:
 
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: types.IncomingRequest, response_out: types.ResponseOutparam) -> None:
-        body = read_body(request)
+        body, body_error = read_body(request)
         scheme = request.scheme()
         echo = {
             "method": method_name(request.method()),
@@ -67,6 +71,7 @@ class IncomingHandler(exports.IncomingHandler):
             "body": body.decode("latin-1") if len(body) <= 65536 else None,
             "body_len": len(body),
             "body_sha256": hashlib.sha256(body).hexdigest(),
+            "body_error": body_error,
             "env": dict(os.environ),
         }
         print(f"hello handled {echo['method']} {echo['path']}")

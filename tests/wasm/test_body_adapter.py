@@ -1,0 +1,121 @@
+"""Guests are compiled inside the byte adapter (wasm_runtime._body_adapter): request and response
+bodies cross as latin-1 strings, exact both ways and the same as through plain `list<u8>`, with
+stream errors and their handles intact; a component it cannot take apart is compiled as it is."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from wasmtime import Engine, wat2wasm
+
+from wasm_runtime import Limits
+from wasm_runtime import _body_adapter as adapter
+
+from .conftest import arun
+from .helpers import chunks, drain, request, runtime
+
+SIZES = [0, 1, 255, 256, 65_535, 65_537, 3 << 20]
+
+
+def pattern(n: int, start: int = 0) -> bytes:
+    block = bytes(range(256))
+    return (block * (n // 256 + 2))[start : start + n]
+
+
+def echo_bodies(hello: Path, data_dir: Path) -> tuple[list[str], list[dict]]:
+    """hello's echo of each size of body, sent in uneven chunks, and the imports it was compiled with."""
+
+    async def main() -> tuple[list[str], list[dict]]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(hello)
+            echoes = []
+            for n in SIZES:
+                body = pattern(n, start=n % 256)
+                parts = [body[i : i + 70_001] for i in range(0, len(body), 70_001)]
+                resp = await rt.invoke(comp, request("/", "POST", body=chunks(*parts)), limits=Limits())
+                echoes.append(json.loads(await drain(resp)))
+            return list(comp.component.type.imports(rt.engine)), echoes
+
+    result: tuple[list[str], list[dict]] = arun(main())
+    return result
+
+
+def test_request_bodies_cross_the_adapter_exactly(components: dict[str, Path], data_dir: Path) -> None:
+    imports, echoes = echo_bodies(components["hello"], data_dir)
+    assert adapter.INTERFACE in imports
+    for n, echo in zip(SIZES, echoes, strict=True):
+        body = pattern(n, start=n % 256)
+        assert (echo["body_len"], echo["body_sha256"]) == (n, hashlib.sha256(body).hexdigest())
+
+
+def test_without_the_adapter_bodies_cross_as_lists_with_the_same_answers(
+    components: dict[str, Path], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    imports, adapted = echo_bodies(components["hello"], data_dir)
+    monkeypatch.setenv("EDGEFN_NO_BODY_ADAPTER", "1")
+    plain_imports, plain = echo_bodies(components["hello"], data_dir)
+    assert adapter.INTERFACE in imports and adapter.INTERFACE not in plain_imports
+    assert [e["body_sha256"] for e in plain] == [e["body_sha256"] for e in adapted]
+
+
+def test_response_bodies_of_every_size_are_exact(components: dict[str, Path], data_dir: Path) -> None:
+    async def main() -> list[bytes]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["stream"])
+            bodies = []
+            for n in SIZES:
+                resp = await rt.invoke(comp, request(f"/?n=2&ms=0&size={n}"), limits=Limits(timeout_s=60))
+                bodies.append(await drain(resp))
+            return bodies
+
+    for n, body in zip(SIZES, arun(main()), strict=True):
+        assert len(body) == 2 * n
+        assert body == pattern(2 * n)
+
+
+def test_a_failed_body_read_reaches_the_guest_with_its_error_resource(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    """The host's `last-operation-failed` carries an `own<error>` back through the adapter; hello
+    asks it for its debug string, and the instance serves the next request."""
+
+    async def failing() -> AsyncIterator[bytes]:
+        yield b"first part"
+        raise ConnectionResetError("the client went away mid-body")
+
+    async def main() -> tuple[dict, dict]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["hello"])
+            resp = await rt.invoke(comp, request("/", "POST", body=failing()), limits=Limits())
+            failed = json.loads(await drain(resp))
+            resp = await rt.invoke(comp, request("/", "POST", body=chunks(b"after")), limits=Limits())
+            return failed, json.loads(await drain(resp))
+
+    failed, after = arun(main())
+    assert failed["body"] == "first part"
+    assert "the client went away mid-body" in failed["body_error"]
+    assert (after["body"], after["body_error"]) == ("after", None)
+
+
+def test_a_component_that_does_not_import_streams_is_compiled_as_it_is() -> None:
+    engine = Engine()
+    wat = """(component
+      (import "wasi:cli/environment@0.2.0" (instance
+        (export "get-arguments" (func (result (list string))))))
+      (core module $m))"""
+    with pytest.raises(adapter.Unadaptable, match="does not import wasi:io/streams"):
+        adapter.wrap(engine, wat2wasm(wat))
+    assert adapter.compile_adapted(engine, wat2wasm(wat), "env-only") is None
+
+
+def test_imports_after_the_first_definition_are_not_taken_apart() -> None:
+    wat = """(component
+      (import "a" (instance))
+      (core module $m)
+      (import "b" (instance)))"""
+    with pytest.raises(adapter.Unadaptable, match="imports after"):
+        adapter.read_layout(wat2wasm(wat))
