@@ -119,6 +119,7 @@ class Invocation:
         transport: OutboundTransport,
         request_id: str,
         log_fn: Callable[[str, str], None] | None,
+        io_max: int,
     ) -> None:
         self.loop = loop
         self.poster = poster_for(loop)
@@ -129,6 +130,7 @@ class Invocation:
         self.transport = transport
         self.request_id = request_id
         self.log_fn = log_fn
+        self.io_max = io_max  # the most bytes one stream read returns or one check-write permits
         self.cond = threading.Condition()
         self.deadline = time.monotonic() + limits.timeout_s  # from arrival: a wait for a thread counts
         self.cancelled = False

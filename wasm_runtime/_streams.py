@@ -26,7 +26,8 @@ from .ids import RID
 SINK_CAPACITY = 1 << 20
 # One list<u8> crossing is capped by wasmtime 49's hostcall fuel (about 2.7 MB; beyond it the
 # call traps and poisons the instance) and costs a value array of 32 bytes per byte: reads
-# return, and check-write permits, at most this much.
+# return, and check-write permits, at most this much (`Invocation.io_max`) unless the guest
+# runs inside the byte adapter, whose crossings are strings (`_body_adapter.IO_MAX`).
 MAX_IO = 64 << 10
 AUTO_FLUSH = 64 << 10
 LOG_LINE_MAX = 16 << 10
@@ -145,7 +146,7 @@ class ChunkSource:
     def read(self, n: int) -> Ok | Err:
         self._harvest()
         if self._pos < len(self._buf):
-            end = self._pos + min(n, MAX_IO)
+            end = self._pos + min(n, self._inv.io_max)
             data = self._buf[self._pos : end] if self._pos or end < len(self._buf) else self._buf
             self._pos = min(end, len(self._buf))
             if self._pos >= len(self._buf):
@@ -322,7 +323,7 @@ class OutputStream(HostResource):
         if n == 0 and self._pending:
             self.push_pending()
             n = self._room()
-        return Ok(min(n, MAX_IO))
+        return Ok(min(n, inv().io_max))
 
     def write(self, data: bytes) -> Ok | Err:
         if self._gone():

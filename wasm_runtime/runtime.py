@@ -39,7 +39,7 @@ from ._gate import RunGate
 from ._http import IncomingRequest, OutgoingResponse, ResponseOutparam
 from ._linker import build_linker
 from ._pool import Warm, WarmPool
-from ._streams import ChunkSink
+from ._streams import MAX_IO, ChunkSink
 from ._threads import ThreadSlots
 from .api import GuestRequest, GuestResponse, InvocationStats, Limits, OutboundTransport
 from .errors import FunctionError, FunctionFailed, FunctionTimeout, FunctionTrap, InvalidComponent
@@ -72,6 +72,7 @@ class LoadedComponent:
     from_cache: bool = False
     load_ms: float = 0.0
     reuse_ok: bool = True
+    io_max: int = MAX_IO  # see Invocation.io_max
 
 
 _CALLBACK_T, _FINALIZER_T = (ffi.dll.wasmtime_store_epoch_deadline_callback.argtypes[i] for i in (1, 3))
@@ -299,11 +300,22 @@ class Runtime:
             linker = build_linker(self.engine, component)
         except WasmtimeError as exc:
             raise InvalidComponent(f"{name}: cannot link its imports: {exc}") from exc
+        adapted = _body_adapter.INTERFACE in component.type.imports(self.engine)
         if from_cache:
             log.info("loaded %s sha256=%s from cache in %.0f ms", name, sha[:12], ms)
         else:
             log.info("compiled %s sha256=%s in %.1f s", name, sha[:12], ms / 1000)
-        return LoadedComponent(name, sha, component, linker, handler, handle_index, from_cache, ms)
+        return LoadedComponent(
+            name,
+            sha,
+            component,
+            linker,
+            handler,
+            handle_index,
+            from_cache,
+            ms,
+            io_max=_body_adapter.IO_MAX if adapted else MAX_IO,
+        )
 
     # warm instances ---------------------------------------------------------------------------
 
@@ -388,6 +400,7 @@ class Runtime:
             transport=transport or self.transport,
             request_id=request_id,
             log_fn=log,
+            io_max=component.io_max,
         )
         if self._stop.is_set():
             raise FunctionFailed("the runtime is shutting down")

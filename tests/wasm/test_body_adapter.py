@@ -14,6 +14,7 @@ from wasmtime import Engine, wat2wasm
 
 from wasm_runtime import Limits
 from wasm_runtime import _body_adapter as adapter
+from wasm_runtime._streams import MAX_IO
 
 from .conftest import arun
 from .helpers import chunks, drain, request, runtime
@@ -26,10 +27,11 @@ def pattern(n: int, start: int = 0) -> bytes:
     return (block * (n // 256 + 2))[start : start + n]
 
 
-def echo_bodies(hello: Path, data_dir: Path) -> tuple[list[str], list[dict]]:
-    """hello's echo of each size of body, sent in uneven chunks, and the imports it was compiled with."""
+def echo_bodies(hello: Path, data_dir: Path) -> tuple[list[str], int, list[dict]]:
+    """hello's echo of each size of body, sent in uneven chunks; the imports it was compiled with
+    and the most bytes one of its stream calls may move."""
 
-    async def main() -> tuple[list[str], list[dict]]:
+    async def main() -> tuple[list[str], int, list[dict]]:
         async with runtime(data_dir) as rt:
             comp = await rt.load(hello)
             echoes = []
@@ -38,15 +40,15 @@ def echo_bodies(hello: Path, data_dir: Path) -> tuple[list[str], list[dict]]:
                 parts = [body[i : i + 70_001] for i in range(0, len(body), 70_001)]
                 resp = await rt.invoke(comp, request("/", "POST", body=chunks(*parts)), limits=Limits())
                 echoes.append(json.loads(await drain(resp)))
-            return list(comp.component.type.imports(rt.engine)), echoes
+            return list(comp.component.type.imports(rt.engine)), comp.io_max, echoes
 
-    result: tuple[list[str], list[dict]] = arun(main())
+    result: tuple[list[str], int, list[dict]] = arun(main())
     return result
 
 
 def test_request_bodies_cross_the_adapter_exactly(components: dict[str, Path], data_dir: Path) -> None:
-    imports, echoes = echo_bodies(components["hello"], data_dir)
-    assert adapter.INTERFACE in imports
+    imports, io_max, echoes = echo_bodies(components["hello"], data_dir)
+    assert adapter.INTERFACE in imports and io_max == adapter.IO_MAX
     for n, echo in zip(SIZES, echoes, strict=True):
         body = pattern(n, start=n % 256)
         assert (echo["body_len"], echo["body_sha256"]) == (n, hashlib.sha256(body).hexdigest())
@@ -55,10 +57,11 @@ def test_request_bodies_cross_the_adapter_exactly(components: dict[str, Path], d
 def test_without_the_adapter_bodies_cross_as_lists_with_the_same_answers(
     components: dict[str, Path], data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    imports, adapted = echo_bodies(components["hello"], data_dir)
+    imports, _, adapted = echo_bodies(components["hello"], data_dir)
     monkeypatch.setenv("EDGEFN_NO_BODY_ADAPTER", "1")
-    plain_imports, plain = echo_bodies(components["hello"], data_dir)
+    plain_imports, io_max, plain = echo_bodies(components["hello"], data_dir)
     assert adapter.INTERFACE in imports and adapter.INTERFACE not in plain_imports
+    assert io_max == MAX_IO  # a list<u8> crossing is kept small
     assert [e["body_sha256"] for e in plain] == [e["body_sha256"] for e in adapted]
 
 

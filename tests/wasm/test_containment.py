@@ -131,6 +131,7 @@ def test_a_trap_after_the_client_left_is_a_cancel_not_a_crash(data_dir: Path) ->
 
     from wasm_runtime import OutboundPolicy
     from wasm_runtime._context import Invocation
+    from wasm_runtime._streams import MAX_IO
     from wasm_runtime.outbound import HttpxTransport
 
     async def classify(cancelled: bool) -> FunctionError:
@@ -145,6 +146,7 @@ def test_a_trap_after_the_client_left_is_a_cancel_not_a_crash(data_dir: Path) ->
                 transport=HttpxTransport(),
                 request_id="r1",
                 log_fn=None,
+                io_max=MAX_IO,
             )
             if cancelled:
                 inv.cancel()
