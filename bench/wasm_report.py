@@ -477,12 +477,14 @@ def _reading(results: Results, opts: Options) -> list[str]:
         f"{PROVISIONED}`, and the warm pool keeps as many idle instances as were in flight recently "
         "(wasm_runtime/_pool.py; it kept 4 before December 2026), so at 64 connections requests find "
         "a warm instance; what is left is the guest's `handle` (host calls in Python) and the gateway.",
-        f"- **20 MB stream**: edgefn moved {fmt(edge_mib, 1)} MiB/s. Every `list<u8>` crossing through "
-        "wasmtime 49's C API builds one 32-byte value per byte (see "
-        f"[performance-wasm-calls.md]({WASM_CALLS_DOC})): even with `_fastcall`'s C-speed copies a "
-        "Python host tops out near 15-20 MiB/s per stream, while `wasmtime serve` copies the guest's "
-        "bytes as one block. The 0.5x target is out of reach through this C API; the typed `Vec<u8>` "
-        "path that would reach it exists only in wasmtime's Rust API.",
+        f"- **20 MB stream**: edgefn moved {fmt(edge_mib, 1)} MiB/s. The guest's bytes reach the host "
+        "through the byte adapter (wasm_runtime/_body_adapter.py, see "
+        f"[performance-wasm-calls.md]({WASM_CALLS_DOC})): a small component composed around the guest "
+        "when it is compiled takes each `list<u8>` by wasmtime's own copy and hands it on as one "
+        "latin-1 string, where wasmtime 49's C API would build a 32-byte value per byte (16-18 MiB/s "
+        "before December 2026). What is left per MiB is wasmtime's latin-1 to UTF-8 and wasmtime-py's "
+        "decode (about 4-6 ms for bytes above 127, 1-2 ms for ASCII) and the Python of 20 writes; "
+        "`wasmtime serve` copies the bytes once.",
         "- **TTFB**: the 16-byte figure runs from the request to the first body byte and so includes "
         "instantiation and the guest's start, which makes it an upper bound of the target's \"after the "
         "guest's first write\". The 20 MB figure waits for a whole 1 MiB first chunk to cross.",
