@@ -219,9 +219,10 @@ class MemorySampler:
 # --- starting systems --------------------------------------------------------------------------
 
 
-def first_200(url: str, child: Child, started: float, timeout_s: float) -> float:
+def first_200(url: str, child: Child, started: float, timeout_s: float, read_body: bool = True) -> float:
     """Seconds from `started` (just before the spawn) to the first 200 from `url`, polled every
-    2 ms: a 100 ms poll would hide the figure the target is about."""
+    2 ms: a 100 ms poll would hide the figure the target is about. `read_body=False` for a URL
+    whose body never ends: its status line is the answer."""
     parts = url.split("/", 3)
     host, port = parts[2].rsplit(":", 1)
     path = "/" + (parts[3] if len(parts) > 3 else "")
@@ -233,7 +234,8 @@ def first_200(url: str, child: Child, started: float, timeout_s: float) -> float
         try:
             conn.request("GET", path)
             resp = conn.getresponse()
-            resp.read()
+            if read_body:
+                resp.read()
             if resp.status == 200:
                 return time.monotonic() - started
             last = f"status {resp.status}"
@@ -246,11 +248,16 @@ def first_200(url: str, child: Child, started: float, timeout_s: float) -> float
 
 
 def spawn(
-    procs: Processes, name: str, argv: list[str], url: str, env: dict[str, str] | None = None
+    procs: Processes,
+    name: str,
+    argv: list[str],
+    url: str,
+    env: dict[str, str] | None = None,
+    read_body: bool = True,
 ) -> tuple[Child, float]:
     started = time.monotonic()
     child = procs.start(name, argv, env=env)
-    return child, first_200(url, child, started, timeout_s=180)
+    return child, first_200(url, child, started, timeout_s=180, read_body=read_body)
 
 
 def edgefn_toml(name: str, port: int, admin: int, data_dir: Path, functions: Sequence[str]) -> str:

