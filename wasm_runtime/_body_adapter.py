@@ -7,9 +7,10 @@ Python side is. A `string` crosses as one buffer. So when a component is compile
 
     wrapper
       imports: the guest's own imports, verbatim, and `edgefn:io/bytes`
-      adapter  <- output-stream, input-stream, error (the host's types), edgefn:io/bytes
-      guest    <- every import as it was, but wasi:io/streams is the host's instance with
-                  write, blocking-write-and-flush, read and blocking-read taken from the adapter
+      adapter  <- every type and function of the host's wasi:io/streams, edgefn:io/bytes;
+                  exports all of wasi:io/streams again, with its own write,
+                  blocking-write-and-flush, read and blocking-read
+      guest    <- every import as it was, but wasi:io/streams is the adapter's instance
       exports: the guest's exports
 
 A guest's `list<u8>` reaches the adapter's memory by wasmtime's own compiled copy between the two
@@ -17,9 +18,9 @@ components; the adapter passes (pointer, length) on to the host as a string in t
 model's `latin1+utf16` encoding, which are the same bytes. Reads come back the same way. The host
 sees `str` of code points below 256 (`bytes.decode("latin-1")` and back are C-speed copies).
 
-Nothing about the guest changes: the wrapper's imports are the guest's own import sections, copied,
-and the guest is nested whole. A component whose imports this cannot take apart is compiled as it
-is (`wrap` returns None and says why in the log).
+Nothing about the guest changes: the wrapper's imports are the guest's own import sections, copied
+(_component_binary reads how far they go), and the guest is nested whole. A component this cannot
+take apart is compiled as it is (`compile_adapted` returns None and says why in the log).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,26 @@ from wasmtime import Engine, WasmtimeError, wat2wasm
 from wasmtime.component import Component, ComponentInstanceType, FuncType
 
 from ._canon import Ok
+from ._component_binary import (
+    ALIAS,
+    COMPONENT,
+    COMPONENT_SORT,
+    EXPORT,
+    FUNC,
+    IMPORT,
+    INSTANCE,
+    INSTANCE_SORT,
+    PREAMBLE,
+    TYPE,
+    TYPE_SORT,
+    Layout,
+    Unadaptable,
+    read_layout,
+    section,
+    string,
+    uleb,
+    vec,
+)
 
 log = logging.getLogger("edgefn.wasm")
 
@@ -47,13 +67,6 @@ IO_MAX = 1 << 20
 # Part of the compile cache's key: a change to this file must not reuse artifacts it made before.
 VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
-PREAMBLE = b"\x00asm\x0d\x00\x01\x00"
-# component section ids
-CORE_CUSTOM, COMPONENT, INSTANCE, ALIAS, TYPE, IMPORT, EXPORT = 0, 4, 5, 6, 7, 10, 11
-# sorts
-FUNC, TYPE_SORT, COMPONENT_SORT, INSTANCE_SORT = 0x01, 0x03, 0x04, 0x05
-SORT_NAMES = {0x01: "func", 0x02: "value", 0x03: "type", 0x04: "component", 0x05: "instance"}
-
 WRITES = ("[method]output-stream.write", "[method]output-stream.blocking-write-and-flush")
 READS = ("[method]input-stream.read", "[method]input-stream.blocking-read")
 # the adapter's export and the host function for each, by the streams function it replaces
@@ -63,163 +76,6 @@ SHORT = {
     READS[0]: "read",
     READS[1]: "blocking-read",
 }
-
-
-class Unadaptable(Exception):
-    """The component's layout is not the one the wrapper knows how to copy."""
-
-
-# binary encoding -----------------------------------------------------------------------------
-
-
-def uleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def string(s: str) -> bytes:
-    raw = s.encode()
-    return uleb(len(raw)) + raw
-
-
-def vec(items: list[bytes]) -> bytes:
-    return uleb(len(items)) + b"".join(items)
-
-
-def section(sid: int, payload: bytes) -> bytes:
-    return bytes([sid]) + uleb(len(payload)) + payload
-
-
-class Reader:
-    def __init__(self, data: bytes, pos: int = 0) -> None:
-        self.data = data
-        self.pos = pos
-
-    def byte(self) -> int:
-        b = self.data[self.pos]
-        self.pos += 1
-        return b
-
-    def u32(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-
-    def string(self) -> str:
-        n = self.u32()
-        s = self.data[self.pos : self.pos + n].decode()
-        self.pos += n
-        return s
-
-
-# reading the guest ---------------------------------------------------------------------------
-
-
-@dataclass
-class Layout:
-    """What the guest's leading type, import and alias sections define."""
-
-    prefix_end: int
-    counts: dict[int, int] = field(default_factory=dict)  # sort -> items defined
-    imports: list[tuple[str, int, int]] = field(default_factory=list)  # name, sort, index
-    exports: list[tuple[str, int]] = field(default_factory=list)  # name, sort
-
-    def add(self, sort: int) -> int:
-        index = self.counts.get(sort, 0)
-        self.counts[sort] = index + 1
-        return index
-
-
-def _sections(data: bytes) -> list[tuple[int, int, int]]:
-    if not data.startswith(PREAMBLE):
-        raise Unadaptable("not a component of the binary version this wrapper writes")
-    out = []
-    r = Reader(data, len(PREAMBLE))
-    while r.pos < len(data):
-        sid = r.byte()
-        size = r.u32()
-        out.append((sid, r.pos, r.pos + size))
-        r.pos += size
-    return out
-
-
-def _sort(r: Reader) -> int:
-    sort = r.byte()
-    if sort == 0x00:
-        raise Unadaptable("a core item among the imports")
-    return sort
-
-
-def read_layout(data: bytes) -> Layout:
-    sections = _sections(data)
-    layout = Layout(prefix_end=len(PREAMBLE))
-    rest = 0
-    for i, (sid, start, end) in enumerate(sections):
-        if sid not in (TYPE, IMPORT, ALIAS, CORE_CUSTOM):
-            rest = i
-            break
-        r = Reader(data, start)
-        if sid == TYPE:
-            for _ in range(r.u32()):
-                layout.add(TYPE_SORT)
-        elif sid == IMPORT:
-            for _ in range(r.u32()):
-                if r.byte() != 0x00:
-                    raise Unadaptable("an import name in a form this wrapper does not copy")
-                name = r.string()
-                sort = _sort(r)
-                if sort == TYPE_SORT:
-                    if r.byte() == 0x00:
-                        r.u32()
-                else:
-                    if sort == 0x02:  # value bound: 0x00 index, or 0x01 a valtype
-                        r.byte()
-                    r.u32()
-                layout.imports.append((name, sort, layout.add(sort)))
-        elif sid == ALIAS:
-            for _ in range(r.u32()):
-                sort = _sort(r)
-                target = r.byte()
-                if target == 0x00:
-                    r.u32()
-                    r.string()
-                elif target == 0x02:
-                    r.u32()
-                    r.u32()
-                else:
-                    raise Unadaptable("a core alias among the imports")
-                layout.add(sort)
-        if r.pos != end and sid in (IMPORT, ALIAS):
-            raise Unadaptable(f"section {sid} at {start} did not parse to its end")
-        layout.prefix_end = end
-    else:
-        raise Unadaptable("the component has nothing but imports")
-    for sid, start, _end in sections[rest:]:
-        if sid == IMPORT:
-            raise Unadaptable("imports after the component's first definitions")
-        if sid == EXPORT:
-            r = Reader(data, start)
-            for _ in range(r.u32()):
-                if r.byte() != 0x00:
-                    raise Unadaptable("an export name in a form this wrapper does not copy")
-                name = r.string()
-                sort = _sort(r)
-                r.u32()
-                if r.byte() == 0x01:
-                    raise Unadaptable("an export with a type ascription")
-                layout.exports.append((name, sort))
-    return layout
 
 
 # the adapter ---------------------------------------------------------------------------------
