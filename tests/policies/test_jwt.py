@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,22 +162,27 @@ def test_tampered_payload() -> None:
 
 
 @pytest.mark.parametrize(
-    ("token_claims", "config", "message"),
+    ("overrides", "config", "message"),
     [
-        (claims(exp=int(time.time()) - 60), {}, "token has expired"),
-        (claims(nbf=int(time.time()) + 600), {}, "token is not valid yet"),
-        (claims(aud="other"), {"audience": "api"}, "token audience is not accepted"),
-        (claims(aud=None), {"audience": "api"}, "token lacks the aud claim"),
+        (lambda now: {"exp": now - 60}, {}, "token has expired"),
+        (lambda now: {"nbf": now + 600}, {}, "token is not valid yet"),
+        (lambda now: {"aud": "other"}, {"audience": "api"}, "token audience is not accepted"),
+        (lambda now: {"aud": None}, {"audience": "api"}, "token lacks the aud claim"),
         (
-            claims(iss="https://evil.example"),
+            lambda now: {"iss": "https://evil.example"},
             {"issuer": "https://issuer.example"},
             "token issuer is not accepted",
         ),
-        (claims(exp=None), {}, "token lacks the exp claim"),
+        (lambda now: {"exp": None}, {}, "token lacks the exp claim"),
     ],
 )
-def test_claims_are_checked(token_claims: dict[str, Any], config: dict[str, Any], message: str) -> None:
+def test_claims_are_checked(
+    overrides: Callable[[int], dict[str, Any]], config: dict[str, Any], message: str
+) -> None:
+    """The claims are made when the test runs, not when it is collected: a token made at
+    collection expired (exp is 300 s out) before these ran late in a slow suite."""
     auth = hs_auth("HS256", **config)
+    token_claims = claims(**overrides(int(time.time())))
     failed = failure(auth, jwt.encode(token_claims, SECRET, algorithm="HS256"))
     assert failed.message == message
     assert failed.www_authenticate == f'Bearer error="invalid_token", error_description="{message}"'
