@@ -124,7 +124,10 @@ def read_layout(data: bytes) -> Layout:
             break
         r = Reader(data, start)
         if sid == TYPE:
-            for _ in range(r.u32()):
+            count = r.u32()
+            if count > end - r.pos:  # each type takes a byte at least: a bigger count is a lie
+                raise Unadaptable(f"section {sid} at {start} claims {count} types")
+            for _ in range(count):
                 layout.add(TYPE_SORT)
         elif sid == IMPORT:
             for _ in range(r.u32()):

@@ -147,3 +147,12 @@ def test_a_guest_of_another_toolchain_is_adapted_and_streams(data_dir: Path) -> 
     imports, got = arun(main())
     assert adapter.INTERFACE in imports and "wasi:io/streams@0.2.0" in imports
     assert got[:32] == pattern(32)
+
+
+def test_a_component_that_lies_about_its_sizes_is_refused_quickly() -> None:
+    """A type section claiming four billion types in a few bytes is refused, not counted."""
+    from wasm_runtime._component_binary import PREAMBLE, TYPE, section, uleb
+
+    lying = PREAMBLE + section(TYPE, uleb(4_000_000_000) + b"\x73") + section(4, b"")
+    with pytest.raises(adapter.Unadaptable, match="claims 4000000000 types"):
+        adapter.read_layout(lying)
