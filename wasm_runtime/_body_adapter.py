@@ -64,8 +64,11 @@ INTERFACE = "edgefn:io/bytes"
 # (a 20 MB stream: 1 MiB moved ~1.4x as fast as 64 KiB). It is the output sink's capacity too.
 IO_MAX = 1 << 20
 
-# Part of the compile cache's key: a change to this file must not reuse artifacts it made before.
-VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+# Part of the compile cache's key: a change to the code that writes the wrapper (this file and the
+# binary encoding) must not reuse artifacts it made before.
+VERSION = hashlib.sha256(
+    b"".join(Path(__file__).with_name(f).read_bytes() for f in ("_body_adapter.py", "_component_binary.py"))
+).hexdigest()[:12]
 
 WRITES = ("[method]output-stream.write", "[method]output-stream.blocking-write-and-flush")
 READS = ("[method]input-stream.read", "[method]input-stream.blocking-read")
@@ -108,6 +111,11 @@ _FAST_WRITE = '(param "self" (borrow $os)) (param "contents" string) (result (re
 _FAST_READ = '(param "self" (borrow $is)) (param "len" u64) (result (result string (error $se)))'
 
 
+def _moved(names: list[str]) -> tuple[list[str], list[str]]:
+    """The adapter's own write and read functions for a streams import with these names."""
+    return [SHORT[n] for n in names if n in WRITES], [SHORT[n] for n in names if n in READS]
+
+
 def _sig(name: str, suffix: str) -> str:
     return SIGNATURES[name].format_map({t: f"${t}{suffix}" for t in ("os", "is", "se", "poll")})
 
@@ -121,8 +129,7 @@ def adapter_wat(items: list[tuple[str, int]]) -> str:
         raise Unadaptable(f"a wasi:io/streams this adapter does not know: {unknown or names}")
     resources = [n for n in names if n in RESOURCES]
     funcs = [n for n in names if n in SIGNATURES]
-    writes = [SHORT[n] for n in funcs if n in WRITES]
-    reads = [SHORT[n] for n in funcs if n in READS]
+    writes, reads = _moved(funcs)
     drops = (["os"] if writes else []) + (["is"] if reads else [])
     lines = [f'(import "{r}" (type ${RESOURCES[r]} (sub resource)))' for r in resources]
     lines.append('(type $se-def (variant (case "last-operation-failed" (own $err)) (case "closed")))')
@@ -304,12 +311,9 @@ def wrap(engine: Engine, data: bytes) -> bytes:
     """The guest composed with the adapter. Raises Unadaptable (or WasmtimeError) if it cannot be."""
     layout = read_layout(data)
     streams_name, items = streams_import(engine, data, layout)
-    names = {n for n, _ in items}
-    replaced = [n for n in WRITES + READS if n in names]
-    if not replaced:
+    writes, reads = _moved([n for n, _ in items])
+    if not writes and not reads:
         raise Unadaptable("the component moves no bytes through wasi:io/streams")
-    writes = [SHORT[n] for n in replaced if n in WRITES]
-    reads = [SHORT[n] for n in replaced if n in READS]
     adapter_bytes = wat2wasm(adapter_wat(items))
     streams = next(i for n, s, i in layout.imports if n == streams_name and s == INSTANCE_SORT)
 
@@ -344,11 +348,10 @@ def wrap(engine: Engine, data: bytes) -> bytes:
     args.append(string("fast") + bytes([INSTANCE_SORT]) + uleb(fast))
     adapter = layout.add(INSTANCE_SORT)
     out.append(section(INSTANCE, vec([b"\x00" + uleb(adapter_component) + vec(args)])))
-    new_streams = adapter
     guest_component = layout.add(COMPONENT_SORT)
     out.append(section(COMPONENT, data))
     guest_args = [
-        string(name) + bytes([sort]) + uleb(new_streams if name == streams_name else i)
+        string(name) + bytes([sort]) + uleb(adapter if name == streams_name else i)
         for name, sort, i in layout.imports
     ]
     guest = layout.add(INSTANCE_SORT)
