@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench.harness import BenchError
-from bench.wasm_peers import cache_dir
+from bench.wasm_peers import cache_dir, run_tool
 from wasm_runtime.build import wit_dir
 
 SOURCE = Path(__file__).resolve().parent / "guests" / "light"
@@ -44,16 +43,9 @@ def wasm_tools() -> Path:
     return Path(found)
 
 
-def _run(argv: list[str]) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise BenchError(f"`{' '.join(argv)}` failed: {done.stderr.strip()[-500:]}")
-    return done.stdout
-
-
 def build() -> Path:
     tool = wasm_tools()
-    version = _run([str(tool), "--version"]).strip()
+    version = run_tool([str(tool), "--version"], 30, "wasm-tools --version").strip()
     digest = hashlib.sha256(version.encode())
     for name in ("light.wat", "world.wit"):
         digest.update((SOURCE / name).read_bytes())
@@ -68,11 +60,26 @@ def build() -> Path:
         for dep in WIT_DEPS:
             shutil.copytree(wit_dir() / "deps" / dep, wit / "deps" / dep)
         core, embedded = work / "core.wasm", work / "embedded.wasm"
-        _run([str(tool), "parse", str(SOURCE / "light.wat"), "-o", str(core)])
-        _run([str(tool), "component", "embed", str(wit), "--world", "light", str(core), "-o", str(embedded)])
+        run_tool([str(tool), "parse", str(SOURCE / "light.wat"), "-o", str(core)], 120, "wasm-tools parse")
+        embed = [
+            str(tool),
+            "component",
+            "embed",
+            str(wit),
+            "--world",
+            "light",
+            str(core),
+            "-o",
+            str(embedded),
+        ]
+        run_tool(embed, 120, "wasm-tools component embed")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp_out = out.with_suffix(".tmp")
-        _run([str(tool), "component", "new", str(embedded), "-o", str(tmp_out)])
+        run_tool(
+            [str(tool), "component", "new", str(embedded), "-o", str(tmp_out)],
+            120,
+            "wasm-tools component new",
+        )
         tmp_out.replace(out)
     return out
 

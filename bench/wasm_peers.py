@@ -36,7 +36,8 @@ def cache_dir() -> Path:
     return path
 
 
-def _run(argv: list[str], timeout_s: float, what: str) -> str:
+def run_tool(argv: list[str], timeout_s: float, what: str) -> str:
+    """A peer's or a build tool's command; its stdout, or BenchError saying what failed and how."""
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
     except FileNotFoundError as exc:
@@ -76,7 +77,7 @@ def wasmtime_binary(cache: Path) -> Path:
 
 
 def wasmtime_version(binary: Path) -> str:
-    return _run([str(binary), "--version"], 30, "wasmtime --version").strip()
+    return run_tool([str(binary), "--version"], 30, "wasmtime --version").strip()
 
 
 def precompiled(binary: Path, wasm: Path, cache: Path, say: Callable[[str], None] | None = None) -> Path:
@@ -90,7 +91,7 @@ def precompiled(binary: Path, wasm: Path, cache: Path, say: Callable[[str], None
     tmp = out.with_suffix(f".tmp{os.getpid()}")
     if say is not None:
         say(f"  wasmtime compile {wasm.name} (once per content; 5-10 s)")
-    _run([str(binary), "compile", "-C", "cache=n", "-o", str(tmp), str(wasm)], 300, "wasmtime compile")
+    run_tool([str(binary), "compile", "-C", "cache=n", "-o", str(tmp), str(wasm)], 300, "wasmtime compile")
     os.replace(tmp, out)
     return out
 
@@ -122,7 +123,7 @@ def workerd_binary(cache: Path) -> Path:
     if shutil.which("npm") is None:
         raise BenchError("npm not found: workerd is installed with `npm install workerd` (node >= 18)")
     prefix.mkdir(parents=True, exist_ok=True)
-    _run(
+    run_tool(
         ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix), f"workerd@{WORKERD_VERSION}"],
         600,
         "installing workerd from npm",
@@ -139,7 +140,9 @@ def workerd_binary(cache: Path) -> Path:
 def workerd_version(binary: Path, cache: Path) -> str:
     pkg = cache / f"npm-workerd-{WORKERD_VERSION}" / "node_modules" / "workerd" / "package.json"
     npm_version = json.loads(pkg.read_text()).get("version", "?") if pkg.exists() else "?"
-    return f"{_run([str(binary), '--version'], 30, 'workerd --version').strip()} (npm workerd@{npm_version})"
+    return (
+        f"{run_tool([str(binary), '--version'], 30, 'workerd --version').strip()} (npm workerd@{npm_version})"
+    )
 
 
 def workerd_config(workdir: Path, sockets: dict[str, int]) -> Path:
