@@ -10,6 +10,12 @@ from pathlib import Path
 from wasm_runtime import GuestRequest, GuestResponse, OutboundTransport, Runtime
 
 
+def pattern(n: int, start: int = 0) -> bytes:
+    """`n` bytes of the stream example's body from offset `start`: byte k is k % 256."""
+    block = bytes(range(256))
+    return (block * (n // 256 + 2))[start % 256 : start % 256 + n]
+
+
 async def chunks(*parts: bytes, delay: float = 0.0) -> AsyncIterator[bytes]:
     for p in parts:
         if delay:

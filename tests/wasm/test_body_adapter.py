@@ -17,14 +17,9 @@ from wasm_runtime import _body_adapter as adapter
 from wasm_runtime._streams import MAX_IO
 
 from .conftest import arun
-from .helpers import chunks, drain, request, runtime
+from .helpers import chunks, drain, pattern, request, runtime
 
 SIZES = [0, 1, 255, 256, 65_535, 65_537, 3 << 20]
-
-
-def pattern(n: int, start: int = 0) -> bytes:
-    block = bytes(range(256))
-    return (block * (n // 256 + 2))[start : start + n]
 
 
 def echo_bodies(hello: Path, data_dir: Path) -> tuple[list[str], int, list[dict]]:

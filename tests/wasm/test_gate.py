@@ -17,7 +17,9 @@ from .helpers import drain, request
 HOLD = "/?n=2&ms=60000&size=4"  # one chunk, then a pause far longer than any test
 
 
-def test_held_streams_give_their_place_up_while_they_wait(components: dict[str, Path], data_dir: Path) -> None:
+def test_held_streams_give_their_place_up_while_they_wait(
+    components: dict[str, Path], data_dir: Path
+) -> None:
     async def main() -> tuple[dict[str, int], int, dict[str, int]]:
         rt = Runtime(data_dir, max_executing=1)
         try:

@@ -116,7 +116,6 @@ def test_compile_once_then_restart_serves_from_the_cache(components: dict[str, P
     assert artifacts == 1
 
 
-
 def test_a_load_by_known_hash_uses_the_artifact_without_reading_the_file(
     components: dict[str, Path], data_dir: Path, tmp_path: Path
 ) -> None:
@@ -144,6 +143,7 @@ def test_a_load_by_known_hash_uses_the_artifact_without_reading_the_file(
                 await rt.load(copy, sha256="0" * 64)
 
     arun(main())
+
 
 def test_validate_rejects_what_is_not_a_proxy_component(data_dir: Path, tmp_path: Path) -> None:
     async def main() -> None:

@@ -12,6 +12,7 @@ from tests.servers import ServerThread
 from wasm_runtime import Limits, OutboundDenied, OutboundPolicy
 
 from .fnserver import Fn, FnApp
+from .helpers import pattern
 
 
 class Origin:
@@ -68,7 +69,7 @@ def test_a_request_body_streams_through_the_guest_to_the_origin(
 ) -> None:
     """Odd sizes too: the guest writes each chunk as it read it, so a chunk of odd length read
     through the byte adapter is written straight back from where it landed."""
-    payload = (bytes(range(256)) * (size // 256 + 1))[:size]
+    payload = pattern(size)
     policy = OutboundPolicy(allowed=("web",), origins=frozenset({"web"}))
     fn = Fn(components["fetch"], Limits(timeout_s=60), outbound=policy)
     app = FnApp(data_dir, {"fetch": fn}, origins={"web": origin.url})

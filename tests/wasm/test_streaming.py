@@ -15,12 +15,7 @@ from wasm_runtime import FunctionTimeout, Limits
 
 from .conftest import arun
 from .fnserver import Fn, FnApp
-from .helpers import drain, request, runtime
-
-
-def pattern(n: int) -> bytes:
-    block = bytes(range(256))
-    return (block * (n // 256 + 1))[:n]
+from .helpers import drain, pattern, request, runtime
 
 
 def test_five_chunks_300ms_apart_arrive_as_five_chunks(components: dict[str, Path], data_dir: Path) -> None:
