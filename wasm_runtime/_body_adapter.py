@@ -25,10 +25,8 @@ take apart is compiled as it is (`compile_adapted` returns None and says why in 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from wasmtime import Engine, WasmtimeError, wat2wasm
@@ -50,6 +48,7 @@ from ._component_binary import (
     Layout,
     Unadaptable,
     read_layout,
+    rewriter_version,
     section,
     string,
     uleb,
@@ -66,9 +65,7 @@ IO_MAX = 1 << 20
 
 # Part of the compile cache's key: a change to the code that writes the wrapper (this file and the
 # binary encoding) must not reuse artifacts it made before.
-VERSION = hashlib.sha256(
-    b"".join(Path(__file__).with_name(f).read_bytes() for f in ("_body_adapter.py", "_component_binary.py"))
-).hexdigest()[:12]
+VERSION = rewriter_version("_body_adapter.py")
 
 WRITES = ("[method]output-stream.write", "[method]output-stream.blocking-write-and-flush")
 READS = ("[method]input-stream.read", "[method]input-stream.blocking-read")

@@ -1,14 +1,19 @@
-"""Just enough of the component model's binary format to nest a component in a wrapper.
+"""Just enough of the component model's binary format to nest a component in a wrapper, or to
+add to one.
 
 `read_layout` reads a component's leading type, import and alias sections (everything its imports
 need) without decoding the types themselves, counting what each defines in each index space; the
-rest of the file is only scanned for import and export sections. The writers encode the few
-section kinds `_body_adapter` emits. Anything outside that subset raises Unadaptable.
+rest of the file is only scanned for import and export sections. `index_spaces` walks every
+top-level section to count what each index space holds at the end (to append definitions after
+them). The writers encode the few section kinds `_body_adapter` and `_memory_probe` emit.
+Anything outside that subset raises Unadaptable.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class Unadaptable(Exception):
@@ -17,10 +22,28 @@ class Unadaptable(Exception):
 
 PREAMBLE = b"\x00asm\x0d\x00\x01\x00"
 # component section ids
-CORE_CUSTOM, COMPONENT, INSTANCE, ALIAS, TYPE, IMPORT, EXPORT = 0, 4, 5, 6, 7, 10, 11
+CORE_CUSTOM, CORE_MODULE, CORE_INSTANCE, CORE_TYPE, COMPONENT = 0, 1, 2, 3, 4
+INSTANCE, ALIAS, TYPE, CANON, START, IMPORT, EXPORT = 5, 6, 7, 8, 9, 10, 11
 # sorts
 FUNC, TYPE_SORT, COMPONENT_SORT, INSTANCE_SORT = 0x01, 0x03, 0x04, 0x05
 VALUE_SORT = 0x02
+# core sorts, as keys of the same counts: CORE | the core sort's byte
+CORE = 0x100
+CORE_FUNC, CORE_MEMORY, CORE_MODULE_SORT, CORE_INSTANCE_SORT = (
+    CORE | 0x00,
+    CORE | 0x02,
+    CORE | 0x11,
+    CORE | 0x12,
+)
+
+
+def rewriter_version(*files: str) -> str:
+    """Part of the compile cache's key for components rewritten by these files (siblings of this
+    one, which is always counted): a change to them must not reuse artifacts made before."""
+    here = Path(__file__)
+    sources = [here.read_bytes()] + [here.with_name(f).read_bytes() for f in files]
+    return hashlib.sha256(b"".join(sources)).hexdigest()[:12]
+
 
 # binary encoding -----------------------------------------------------------------------------
 
@@ -176,3 +199,158 @@ def read_layout(data: bytes) -> Layout:
                     raise Unadaptable("an export with a type ascription")
                 layout.exports.append((name, sort))
     return layout
+
+
+# counting a whole component ------------------------------------------------------------------
+
+
+@dataclass
+class Spaces:
+    """How many items each of a component's top-level index spaces holds after its last section."""
+
+    counts: dict[int, int] = field(default_factory=dict)  # sort (CORE | core sort for core ones) -> items
+    memories: list[int] = field(default_factory=list)  # every core memory index (each an alias)
+
+    def add(self, sort: int, n: int = 1) -> int:
+        index = self.counts.get(sort, 0)
+        self.counts[sort] = index + n
+        return index
+
+
+def _any_sort(r: Reader) -> int:
+    sort = r.byte()
+    return CORE | r.byte() if sort == 0x00 else sort
+
+
+def _canon_options(r: Reader) -> None:
+    for _ in range(r.u32()):
+        opt = r.byte()
+        if opt in (0x03, 0x04, 0x05, 0x07):  # memory, realloc, post-return, callback: an index
+            r.u32()
+        elif opt not in (0x00, 0x01, 0x02, 0x06):  # string encodings, async
+            raise Unadaptable(f"a canonical option 0x{opt:02x} this reader does not know")
+
+
+def _canon(r: Reader) -> int:
+    """Reads one canonical definition; returns the index space it adds to."""
+    op = r.byte()
+    if op in (0x00, 0x01):  # lift, lower
+        if r.byte() != 0x00:
+            raise Unadaptable("a canonical function of a form this reader does not know")
+        r.u32()
+        _canon_options(r)
+        if op == 0x00:
+            r.u32()
+            return FUNC
+        return CORE_FUNC
+    if op in (0x02, 0x03, 0x04, 0x07):  # resource.new, .drop, .rep, .drop async
+        r.u32()
+        return CORE_FUNC
+    raise Unadaptable(f"a canonical definition 0x{op:02x} this reader does not know")
+
+
+def _extern_desc(r: Reader) -> int:
+    """Reads an import's or an export ascription's type; returns its sort."""
+    kind = r.byte()
+    if kind == 0x00:
+        if r.byte() != 0x11:
+            raise Unadaptable("a core item other than a module among the imports")
+        r.u32()
+        return CORE_MODULE_SORT
+    if kind == TYPE_SORT:
+        if r.byte() == 0x00:
+            r.u32()
+        return TYPE_SORT
+    if kind in (FUNC, COMPONENT_SORT, INSTANCE_SORT):
+        r.u32()
+        return kind
+    raise Unadaptable("a value among the imports or exports")
+
+
+def _name(r: Reader) -> str:
+    if r.byte() != 0x00:
+        raise Unadaptable("a name in a form this reader does not know")
+    return r.string()
+
+
+def _exports(r: Reader) -> list[tuple[str, int]]:
+    """An export section's (name, sort) pairs."""
+    out = []
+    for _ in range(r.u32()):
+        name = _name(r)
+        sort = _any_sort(r)
+        r.u32()
+        if r.byte() == 0x01:
+            _extern_desc(r)
+        out.append((name, sort))
+    return out
+
+
+def export_names(data: bytes) -> list[str]:
+    """Every name the component exports at its top level, reading nothing but export sections."""
+    return [
+        name
+        for sid, start, _ in _sections(data)
+        if sid == EXPORT
+        for name, _ in _exports(Reader(data, start))
+    ]
+
+
+_DEFINES = {
+    CORE_INSTANCE: CORE_INSTANCE_SORT,
+    CORE_TYPE: CORE | 0x10,
+    INSTANCE: INSTANCE_SORT,
+    TYPE: TYPE_SORT,
+}
+
+
+def index_spaces(data: bytes) -> Spaces:
+    spaces = Spaces()
+    for sid, start, end in _sections(data):
+        r = Reader(data, start)
+        if sid == CORE_CUSTOM:
+            continue
+        if sid in (CORE_MODULE, COMPONENT):  # one nested definition, opaque here
+            spaces.add(CORE_MODULE_SORT if sid == CORE_MODULE else COMPONENT_SORT)
+            continue
+        if sid in (CORE_INSTANCE, CORE_TYPE, INSTANCE, TYPE):
+            count = r.u32()
+            if count > end - r.pos:  # each takes a byte at least: a bigger count is a lie
+                raise Unadaptable(f"section {sid} at {start} claims {count} items")
+            spaces.add(_DEFINES[sid], count)
+            continue
+        if sid == ALIAS:
+            for _ in range(r.u32()):
+                sort = _any_sort(r)
+                target = r.byte()
+                if target in (0x00, 0x01):  # an instance's export, a core instance's export
+                    r.u32()
+                    r.string()
+                elif target == 0x02:  # outer
+                    r.u32()
+                    r.u32()
+                else:
+                    raise Unadaptable(f"an alias target 0x{target:02x} this reader does not know")
+                index = spaces.add(sort)
+                if sort == CORE_MEMORY:
+                    spaces.memories.append(index)
+        elif sid == CANON:
+            for _ in range(r.u32()):
+                spaces.add(_canon(r))
+        elif sid == START:
+            r.u32()
+            for _ in range(r.u32()):
+                r.u32()
+            spaces.add(VALUE_SORT, r.u32())
+        elif sid == IMPORT:
+            for _ in range(r.u32()):
+                _name(r)
+                spaces.add(_extern_desc(r))
+        elif sid == EXPORT:
+            for _, sort in _exports(r):
+                spaces.add(sort)  # an export is a new index of its sort
+        else:
+            raise Unadaptable(f"a section {sid} this reader does not know")
+        if r.pos != end:
+            raise Unadaptable(f"section {sid} at {start} did not parse to its end")
+    return spaces
