@@ -53,6 +53,7 @@ class Warm:
     store: Store
     state: StoreState
     func: Func
+    memory_probe: Func | None = None  # see _memory_probe
     served: int = 0
     single_use: bool = False  # made ahead for a fresh pool: serves one request, then is spent
 

@@ -32,8 +32,9 @@ from wasmtime import Config, Engine, Store, WasmtimeError
 from wasmtime import _ffi as ffi
 from wasmtime.component import Component, ExportIndex, Linker, ResourceHost
 
-from . import _body_adapter, _compat
+from . import _body_adapter, _compat, _memory_probe
 from ._canon import Err, Ok
+from ._compile import cache_settings, compile_guest
 from ._context import GuestExit, HostAbort, HostCancelled, HostTimeout, Invocation, StoreState, current
 from ._gate import RunGate
 from ._http import IncomingRequest, OutgoingResponse, ResponseOutparam
@@ -73,6 +74,7 @@ class LoadedComponent:
     load_ms: float = 0.0
     reuse_ok: bool = True
     io_max: int = MAX_IO  # see Invocation.io_max
+    memory_probe: ExportIndex | None = None  # see _memory_probe
 
 
 _CALLBACK_T, _FINALIZER_T = (ffi.dll.wasmtime_store_epoch_deadline_callback.argtypes[i] for i in (1, 3))
@@ -113,15 +115,8 @@ def _trap(message: str) -> int:
 def _engine_config() -> tuple[Config, str]:
     cfg = Config()
     cfg.epoch_interruption = True
-    adapter = _body_adapter.VERSION if _adapting_bodies() else "none"
-    settings = f"wasmtime={WASMTIME_VERSION};epoch=1;arch={platform.machine()};bodies={adapter}"
+    settings = f"wasmtime={WASMTIME_VERSION};epoch=1;arch={platform.machine()};{cache_settings()}"
     return cfg, hashlib.sha256(settings.encode()).hexdigest()[:16]
-
-
-def _adapting_bodies() -> bool:
-    """Bodies cross as latin-1 strings through `_body_adapter` unless EDGEFN_NO_BODY_ADAPTER is set
-    (to compare, or should a component not work inside the wrapper)."""
-    return not os.environ.get("EDGEFN_NO_BODY_ADAPTER")
 
 
 def _install_fastcall() -> None:
@@ -278,12 +273,7 @@ class Runtime:
                 if hashlib.sha256(data).hexdigest() != sha:
                     raise InvalidComponent(f"{name}: its bytes do not hash to the expected sha256 {sha[:12]}")
                 self.validate(data)
-            if _adapting_bodies():
-                component = _body_adapter.compile_adapted(self.engine, data, name)
-            try:
-                component = component or Component(self.engine, data)
-            except WasmtimeError as exc:
-                raise InvalidComponent(f"{name}: does not compile: {str(exc).splitlines()[0]}") from exc
+            component = compile_guest(self.engine, data, name)
             self.compiled_dir.mkdir(parents=True, exist_ok=True)
             tmp = cwasm.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
             tmp.write_bytes(component.serialize())
@@ -301,6 +291,9 @@ class Runtime:
         except WasmtimeError as exc:
             raise InvalidComponent(f"{name}: cannot link its imports: {exc}") from exc
         adapted = _body_adapter.INTERFACE in component.type.imports(self.engine)
+        probe = component.get_export_index(_memory_probe.EXPORT_NAME)
+        if probe is None:
+            log.info("%s: its REPORT lines will have no Max Memory Used (no memory probe)", name)
         if from_cache:
             log.info("loaded %s sha256=%s from cache in %.0f ms", name, sha[:12], ms)
         else:
@@ -315,6 +308,7 @@ class Runtime:
             from_cache,
             ms,
             io_max=_body_adapter.IO_MAX if adapted else MAX_IO,
+            memory_probe=probe,
         )
 
     # warm instances ---------------------------------------------------------------------------
@@ -497,7 +491,8 @@ class Runtime:
         func = instance.get_func(store, comp.handle_index)
         if func is None:
             raise InvalidComponent(f"{comp.name}: handle is not a function")
-        return Warm(store, state, func)
+        probe = instance.get_func(store, comp.memory_probe) if comp.memory_probe is not None else None
+        return Warm(store, state, func, probe)
 
     def _ticks(self, inv: Invocation) -> int:
         return max(1, min(CHECK_TICKS, math.ceil(max(0.0, inv.deadline - time.monotonic()) / TICK_S)))
@@ -571,6 +566,7 @@ class Runtime:
             warm.func(warm.store, *args)
             warm.func.post_return(warm.store)
             warm.served += 1
+            stats.max_memory_bytes = _memory_used(comp, warm)
         except WasmtimeError as exc:
             error = self._classify(inv, exc)
         except InvalidComponent as exc:
@@ -644,6 +640,17 @@ class Runtime:
 
 
 _NO_FINALIZER = _FINALIZER_T()
+
+
+def _memory_used(comp: LoadedComponent, warm: Warm) -> int:
+    """The guest's linear memory in bytes once its handler has returned (0 when unknown)."""
+    if warm.memory_probe is None:
+        return 0
+    try:
+        return warm.memory_probe(warm.store) * _memory_probe.PAGE
+    except WasmtimeError as exc:  # its deadline passed just now: the figure is lost, not the answer
+        log.info("%s: could not read its memory size: %s", comp.name, str(exc).splitlines()[0])
+        return 0
 
 
 def _lowest_priority() -> None:

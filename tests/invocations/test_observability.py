@@ -81,6 +81,7 @@ def test_logs_show_start_guest_lines_end_report(node_factory, controlled_origin:
     duration = float(fields["Duration"].removesuffix(" ms"))
     assert fields["Billed Duration"] == f"{billed_ms(duration)} ms"
     assert fields["Memory Size"] == "64 MB"
+    assert 4 <= int(fields["Max Memory Used"].removesuffix(" MB")) <= 64  # the guest's linear memory
     assert float(fields["Init Duration"].removesuffix(" ms")) > 0  # a fresh instance each time
     # the CLI prints the same lines; the gateway log has them as JSON
     out = node.cli("logs", "hello")
