@@ -24,20 +24,22 @@ def js_wasm() -> Path:
 
 
 def test_js_guest_echoes_and_falls_back_to_fresh_instances(js_wasm: Path, data_dir: Path) -> None:
-    async def main() -> tuple[str, list[tuple[dict, bool]], bool]:
+    async def main() -> tuple[str, list[tuple[dict, bool, int]], bool]:
         async with runtime(data_dir) as rt:
             comp = await rt.load(js_wasm)
             seen = []
             for i in range(3):
                 req = request(f"/e?i={i}", "POST", [("x-test", b"t")], chunks(b"js ", str(i).encode()))
                 resp = await rt.invoke(comp, req, limits=Limits(instance_reuse=5))
-                seen.append((json.loads(b"".join([c async for c in resp.body])), resp.stats.fresh_instance))
+                echo = json.loads(b"".join([c async for c in resp.body]))
+                seen.append((echo, resp.stats.fresh_instance, resp.stats.max_memory_bytes))
             return comp.handler, seen, comp.reuse_ok
 
     handler, seen, reuse_ok = arun(main())
     assert handler == "wasi:http/incoming-handler@0.2.10"
-    for i, (echo, _fresh) in enumerate(seen):
+    for i, (echo, _fresh, memory) in enumerate(seen):
         assert echo == {"method": "POST", "path": f"/e?i={i}", "body": f"js {i}", "test": "t"}
+        assert 1 << 20 <= memory <= 128 << 20  # StarlingMonkey's memory, through the probe
     assert reuse_ok is False
 
 

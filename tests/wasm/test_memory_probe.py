@@ -13,7 +13,17 @@ from tests.wasm.helpers import drain, request, runtime
 from wasm_runtime import Limits
 from wasm_runtime import _memory_probe as probe
 from wasm_runtime._compile import compile_guest
-from wasm_runtime._component_binary import Unadaptable, index_spaces
+from wasm_runtime._component_binary import (
+    ALIAS,
+    CANON,
+    CORE_INSTANCE,
+    EXPORT,
+    PREAMBLE,
+    Unadaptable,
+    index_spaces,
+    section,
+    uleb,
+)
 from wasm_runtime.errors import InvalidComponent
 
 MiB = 1 << 20
@@ -116,3 +126,12 @@ def test_the_figure_does_not_depend_on_the_byte_adapter(
 
     used = arun(main())
     assert 4 * MiB <= used <= 64 * MiB  # componentize-py's heap image alone is over 12 MiB
+
+
+@pytest.mark.parametrize("section_id", [ALIAS, CANON, CORE_INSTANCE, EXPORT])
+def test_sections_that_claim_more_items_than_they_hold_are_refused(section_id: int) -> None:
+    """Counting must end at the file's end, whatever count a section claims (an upload could
+    otherwise spin the loader)."""
+    lying = PREAMBLE + section(section_id, uleb(4_000_000_000) + b"\x01")
+    with pytest.raises((Unadaptable, IndexError)):
+        probe.add_probe(lying)
