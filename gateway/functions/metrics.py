@@ -1,9 +1,9 @@
 """Prometheus metrics of functions, registered into the gateway's own registry.
 
-By function and executed version: invocations, errors, throttles, a duration histogram and
-concurrent executions. By function only (an event has no version until it runs): the async queue's
-depth, its oldest event's age and the dead-letter queue's size, read from the queue's database at
-scrape time, so they are right whichever worker process enqueued the events.
+By function and executed version: invocations, errors, throttles, histograms of duration and of
+memory used, and concurrent executions. By function only (an event has no version until it runs):
+the async queue's depth, its oldest event's age and the dead-letter queue's size, read from the
+queue's database at scrape time, so they are right whichever worker process enqueued the events.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("edgefn.metrics")
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+MiB = 1 << 20
+# memory_mb runs from 16 to 10240: set beside it, these say how much headroom a function has
+MEMORY_BUCKETS = tuple(n * MiB for n in (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 10240))
 
 # function -> (events waiting or running, oldest such event's creation time, DLQ size)
 QueueStats = Callable[[], dict[str, tuple[int, float, int]]]
@@ -51,6 +54,14 @@ class FunctionMetrics:
             "Time the function ran, as REPORT's Duration.",
             labels,
             buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.memory = Histogram(
+            "edgefn_function_memory_used_bytes",
+            "The guest's linear memory when its handler returned, as REPORT's Max Memory Used "
+            "(absent from invocations that trapped or timed out).",
+            labels,
+            buckets=MEMORY_BUCKETS,
             registry=registry,
         )
         self.concurrent = Gauge(

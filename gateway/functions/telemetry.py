@@ -74,6 +74,8 @@ class InvocationRecord:
             labels = (self.function, self.version)
             metrics.concurrent.labels(*labels).dec()
             metrics.duration.labels(*labels).observe(stats.duration_ms / 1000.0)
+            if stats.max_memory_bytes:
+                metrics.memory.labels(*labels).observe(stats.max_memory_bytes)
             if error is not None or (status is not None and status >= 500):
                 metrics.errors.labels(*labels).inc()
 

@@ -141,6 +141,9 @@ def test_metrics_by_function_and_version(node_factory, controlled_origin: Contro
     after = metrics(node)
     assert 'edgefn_function_invocations_total{function="hello",version="$LATEST"} 3.0' in after
     assert 'edgefn_function_duration_seconds_count{function="hello",version="$LATEST"} 3.0' in after
+    # hello's componentize-py heap is 12.5 MiB: above 8 MiB, within 16 MiB
+    assert 'edgefn_function_memory_used_bytes_bucket{function="hello",le="8.388608e+06",version="$LATEST"} 0.0' in after
+    assert 'edgefn_function_memory_used_bytes_bucket{function="hello",le="1.6777216e+07",version="$LATEST"} 3.0' in after
     assert 'edgefn_function_throttles_total{function="stream",version="$LATEST"} 1.0' in after
     assert 'edgefn_function_errors_total{function="hello",version="$LATEST"}' not in after
     assert 'edgefn_function_concurrent_executions{function="stream",version="$LATEST"} 0.0' in after
