@@ -135,3 +135,20 @@ def test_sections_that_claim_more_items_than_they_hold_are_refused(section_id: i
     lying = PREAMBLE + section(section_id, uleb(4_000_000_000) + b"\x01")
     with pytest.raises((Unadaptable, IndexError)):
         probe.add_probe(lying)
+
+
+def test_a_memory_the_probe_cannot_import_leaves_the_component_as_it_was(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 64-bit memory does not match the probe's 32-bit import: the probed component does not
+    validate, so the component is compiled without it (and says so), not refused."""
+    wat = """(component
+      (core module $m (memory (export "memory") i64 1) (func (export "f") (result i32) i32.const 1))
+      (core instance $i (instantiate $m))
+      (alias core export $i "memory" (core memory $mem))
+      (func (export "one") (result u32) (canon lift (core func $i "f"))))"""
+    engine = Engine()
+    with caplog.at_level("WARNING", logger="edgefn.wasm"):
+        exports = compile_guest(engine, wat2wasm(wat), "memory64").type.exports(engine)
+    assert list(exports) == ["one"]
+    assert "the memory probe does not fit it" in caplog.text
