@@ -22,7 +22,7 @@ from edge.cache import EdgeCache, Entry
 from edge.node_purges import NodePurgeError, NodePurges
 from tests.cache.conftest import TOKEN, Origin, Reply, serve_node
 from tests.fleet.test_fleet_e2e import until
-from tests.fleet.test_fleet_workers import on_every_worker, process
+from tests.fleet.test_fleet_workers import on_every_worker, workers_of
 
 WORKERS = 2
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -40,12 +40,7 @@ def test_an_admin_purge_reaches_every_worker(tmp_path: Path, origin: Origin) -> 
     origin.on("/other", Reply(headers=[("cache-control", "max-age=600")]))
     with serve_node(tmp_path, origin, workers=WORKERS) as (base, admin):
         node = _Node(base)
-        workers: set[str] = set()
-        for _ in range(400):  # find both workers (the second may still be starting)
-            workers.add(process(httpx.get(base + "/other", timeout=10)))
-            if len(workers) == WORKERS:
-                break
-        assert len(workers) == WORKERS, "requests on fresh connections reached only one worker"
+        workers = workers_of(node, "/other", headers={})
         hit = lambda r: r.headers["x-cache"] == "HIT"  # noqa: E731
         miss = lambda r: r.headers["x-cache"] == "MISS"  # noqa: E731
         for path in ("/page", "/other"):  # each worker fills its own cache
@@ -73,12 +68,7 @@ def test_a_successful_post_invalidates_the_uri_on_every_worker(tmp_path: Path, o
     origin.on("/doc", Reply(headers=[("cache-control", "max-age=600")]))
     with serve_node(tmp_path, origin, workers=WORKERS) as (base, _admin):
         node = _Node(base)
-        workers: set[str] = set()
-        for _ in range(400):
-            workers.add(process(httpx.get(base + "/doc", timeout=10)))
-            if len(workers) == WORKERS:
-                break
-        assert len(workers) == WORKERS, "requests on fresh connections reached only one worker"
+        workers = workers_of(node, "/doc", headers={})
         until(on_every_worker(node, workers, lambda r: r.headers["x-cache"] == "HIT", "/doc"), 60, "cached")
         posted = httpx.post(base + "/doc", content=b"edit", timeout=10)
         assert posted.status_code == 200

@@ -31,14 +31,19 @@ def process(r: httpx.Response) -> str:
     return r.headers["x-request-id"][:16]
 
 
-def workers_of(node: Node, path: str = "/nothing-here", tries: int = 400) -> set[str]:
-    """Both worker processes of `node`, found by asking until two have answered."""
+def workers_of(
+    node: Node, path: str = "/nothing-here", headers: dict[str, str] = CDN, within_s: float = 30.0
+) -> set[str]:
+    """Both worker processes of `node`, found by asking on fresh connections until two have
+    answered. Bounded in time, not in requests: the second worker may still be starting (on a
+    loaded CI machine, 400 quick requests were over before it was)."""
     seen: set[str] = set()
-    for _ in range(tries):
-        seen.add(process(httpx.get(node.url + path, headers=CDN, timeout=10)))
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        seen.add(process(httpx.get(node.url + path, headers=headers, timeout=10)))
         if len(seen) == WORKERS:
             return seen
-    raise AssertionError(f"{tries} requests on fresh connections reached only {len(seen)} worker(s)")
+    raise AssertionError(f"requests on fresh connections for {within_s} s reached only {len(seen)} worker(s)")
 
 
 def on_every_worker(
