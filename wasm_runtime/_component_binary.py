@@ -27,6 +27,7 @@ INSTANCE, ALIAS, TYPE, CANON, START, IMPORT, EXPORT = 5, 6, 7, 8, 9, 10, 11
 # sorts
 FUNC, TYPE_SORT, COMPONENT_SORT, INSTANCE_SORT = 0x01, 0x03, 0x04, 0x05
 VALUE_SORT = 0x02
+CORE_EXPORT = 0x01  # the alias target: a core instance's export
 # core sorts, as keys of the same counts: CORE | the core sort's byte
 CORE = 0x100
 CORE_FUNC, CORE_MEMORY, CORE_MODULE_SORT, CORE_INSTANCE_SORT = (
@@ -103,18 +104,30 @@ class Reader:
 
 
 @dataclass
-class Layout:
+class _Counts:
+    counts: dict[int, int] = field(default_factory=dict)  # sort (CORE | core sort for core ones) -> items
+
+    def add(self, sort: int, n: int = 1) -> int:
+        """Counts `n` new items of `sort`; returns the index of the first."""
+        index = self.counts.get(sort, 0)
+        self.counts[sort] = index + n
+        return index
+
+
+@dataclass
+class Layout(_Counts):
     """What the guest's leading type, import and alias sections define."""
 
-    prefix_end: int
-    counts: dict[int, int] = field(default_factory=dict)  # sort -> items defined
+    prefix_end: int = 0
     imports: list[tuple[str, int, int]] = field(default_factory=list)  # name, sort, index
     exports: list[tuple[str, int]] = field(default_factory=list)  # name, sort
 
-    def add(self, sort: int) -> int:
-        index = self.counts.get(sort, 0)
-        self.counts[sort] = index + 1
-        return index
+
+@dataclass
+class Spaces(_Counts):
+    """How many items each of a component's top-level index spaces holds after its last section."""
+
+    memories: list[int] = field(default_factory=list)  # every core memory index (each an alias)
 
 
 def _sections(data: bytes) -> list[tuple[int, int, int]]:
@@ -130,13 +143,6 @@ def _sections(data: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
-def _sort(r: Reader) -> int:
-    sort = r.byte()
-    if sort == 0x00:
-        raise Unadaptable("a core item among the imports")
-    return sort
-
-
 def read_layout(data: bytes) -> Layout:
     sections = _sections(data)
     layout = Layout(prefix_end=len(PREAMBLE))
@@ -147,36 +153,17 @@ def read_layout(data: bytes) -> Layout:
             break
         r = Reader(data, start)
         if sid == TYPE:
-            count = r.u32()
-            if count > end - r.pos:  # each type takes a byte at least: a bigger count is a lie
-                raise Unadaptable(f"section {sid} at {start} claims {count} types")
-            for _ in range(count):
-                layout.add(TYPE_SORT)
+            layout.add(TYPE_SORT, _count(r, start, end, "types"))
         elif sid == IMPORT:
             for _ in range(r.u32()):
-                if r.byte() != 0x00:
-                    raise Unadaptable("an import name in a form this wrapper does not copy")
-                name = r.string()
-                sort = _sort(r)
-                if sort == TYPE_SORT:
-                    if r.byte() == 0x00:
-                        r.u32()
-                elif sort == VALUE_SORT:
-                    raise Unadaptable("a value import")
-                else:
-                    r.u32()
+                name, sort = _import(r)
+                if sort & CORE:
+                    raise Unadaptable("a core item among the imports")
                 layout.imports.append((name, sort, layout.add(sort)))
         elif sid == ALIAS:
             for _ in range(r.u32()):
-                sort = _sort(r)
-                target = r.byte()
-                if target == 0x00:
-                    r.u32()
-                    r.string()
-                elif target == 0x02:
-                    r.u32()
-                    r.u32()
-                else:
+                sort, target = _alias(r)
+                if sort & CORE or target == CORE_EXPORT:
                     raise Unadaptable("a core alias among the imports")
                 layout.add(sort)
         if r.pos != end and sid in (IMPORT, ALIAS):
@@ -188,33 +175,16 @@ def read_layout(data: bytes) -> Layout:
         if sid == IMPORT:
             raise Unadaptable("imports after the component's first definitions")
         if sid == EXPORT:
-            r = Reader(data, start)
-            for _ in range(r.u32()):
-                if r.byte() != 0x00:
-                    raise Unadaptable("an export name in a form this wrapper does not copy")
-                name = r.string()
-                sort = _sort(r)
-                r.u32()
-                if r.byte() == 0x01:
+            for name, sort, ascribed in _exports(Reader(data, start)):
+                if ascribed:
                     raise Unadaptable("an export with a type ascription")
+                if sort & CORE:
+                    raise Unadaptable("a core item among the exports")
                 layout.exports.append((name, sort))
     return layout
 
 
 # counting a whole component ------------------------------------------------------------------
-
-
-@dataclass
-class Spaces:
-    """How many items each of a component's top-level index spaces holds after its last section."""
-
-    counts: dict[int, int] = field(default_factory=dict)  # sort (CORE | core sort for core ones) -> items
-    memories: list[int] = field(default_factory=list)  # every core memory index (each an alias)
-
-    def add(self, sort: int, n: int = 1) -> int:
-        index = self.counts.get(sort, 0)
-        self.counts[sort] = index + n
-        return index
 
 
 def _any_sort(r: Reader) -> int:
@@ -273,17 +243,46 @@ def _name(r: Reader) -> str:
     return r.string()
 
 
-def _exports(r: Reader) -> list[tuple[str, int]]:
-    """An export section's (name, sort) pairs."""
+def _exports(r: Reader) -> list[tuple[str, int, bool]]:
+    """An export section's (name, sort, whether it has a type ascription)."""
     out = []
     for _ in range(r.u32()):
         name = _name(r)
         sort = _any_sort(r)
         r.u32()
-        if r.byte() == 0x01:
+        ascribed = r.byte() == 0x01
+        if ascribed:
             _extern_desc(r)
-        out.append((name, sort))
+        out.append((name, sort, ascribed))
     return out
+
+
+def _import(r: Reader) -> tuple[str, int]:
+    """One import's name and sort."""
+    return _name(r), _extern_desc(r)
+
+
+def _alias(r: Reader) -> tuple[int, int]:
+    """One alias's sort and target kind (an instance's export, a core instance's, or outer)."""
+    sort = _any_sort(r)
+    target = r.byte()
+    if target in (0x00, CORE_EXPORT):
+        r.u32()
+        r.string()
+    elif target == 0x02:
+        r.u32()
+        r.u32()
+    else:
+        raise Unadaptable(f"an alias target 0x{target:02x} this reader does not know")
+    return sort, target
+
+
+def _count(r: Reader, start: int, end: int, noun: str) -> int:
+    """A section's item count, refused if the section is too short to hold that many."""
+    count = r.u32()
+    if count > end - r.pos:  # each item takes a byte at least: a bigger count is a lie
+        raise Unadaptable(f"section at {start} claims {count} {noun}")
+    return count
 
 
 def export_names(data: bytes) -> list[str]:
@@ -292,7 +291,7 @@ def export_names(data: bytes) -> list[str]:
         name
         for sid, start, _ in _sections(data)
         if sid == EXPORT
-        for name, _ in _exports(Reader(data, start))
+        for name, _, _ in _exports(Reader(data, start))
     ]
 
 
@@ -314,23 +313,11 @@ def index_spaces(data: bytes) -> Spaces:
             spaces.add(CORE_MODULE_SORT if sid == CORE_MODULE else COMPONENT_SORT)
             continue
         if sid in (CORE_INSTANCE, CORE_TYPE, INSTANCE, TYPE):
-            count = r.u32()
-            if count > end - r.pos:  # each takes a byte at least: a bigger count is a lie
-                raise Unadaptable(f"section {sid} at {start} claims {count} items")
-            spaces.add(_DEFINES[sid], count)
+            spaces.add(_DEFINES[sid], _count(r, start, end, "items"))
             continue
         if sid == ALIAS:
             for _ in range(r.u32()):
-                sort = _any_sort(r)
-                target = r.byte()
-                if target in (0x00, 0x01):  # an instance's export, a core instance's export
-                    r.u32()
-                    r.string()
-                elif target == 0x02:  # outer
-                    r.u32()
-                    r.u32()
-                else:
-                    raise Unadaptable(f"an alias target 0x{target:02x} this reader does not know")
+                sort, _target = _alias(r)
                 index = spaces.add(sort)
                 if sort == CORE_MEMORY:
                     spaces.memories.append(index)
@@ -344,10 +331,9 @@ def index_spaces(data: bytes) -> Spaces:
             spaces.add(VALUE_SORT, r.u32())
         elif sid == IMPORT:
             for _ in range(r.u32()):
-                _name(r)
-                spaces.add(_extern_desc(r))
+                spaces.add(_import(r)[1])
         elif sid == EXPORT:
-            for _, sort in _exports(r):
+            for _, sort, _ in _exports(r):
                 spaces.add(sort)  # an export is a new index of its sort
         else:
             raise Unadaptable(f"a section {sid} this reader does not know")
