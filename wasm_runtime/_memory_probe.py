@@ -27,6 +27,7 @@ from ._component_binary import (
     CORE_FUNC,
     CORE_INSTANCE,
     CORE_INSTANCE_SORT,
+    CORE_MEMORY,
     CORE_MODULE,
     CORE_MODULE_SORT,
     EXPORT,
@@ -46,7 +47,6 @@ from ._component_binary import (
 EXPORT_NAME = "edgefn-memory-pages"
 VERSION = rewriter_version("_memory_probe.py")
 PAGE = 1 << 16
-_MEMORY = 0x02  # the core sort byte of a memory
 
 
 class ReservedExport(Exception):
@@ -75,7 +75,9 @@ def add_probe(data: bytes) -> bytes:
     pages = spaces.add(CORE_FUNC)
     func_type = spaces.add(TYPE_SORT)
     func = spaces.add(FUNC)
-    inline = vec([string(str(k)) + bytes([_MEMORY]) + uleb(m) for k, m in enumerate(spaces.memories)])
+    inline = vec(
+        [string(str(k)) + bytes([CORE_MEMORY & 0xFF]) + uleb(m) for k, m in enumerate(spaces.memories)]
+    )
     instantiate = uleb(module) + vec([string("m") + bytes([CORE_INSTANCE_SORT & 0xFF]) + uleb(memories)])
     return b"".join(
         [
