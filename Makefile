@@ -7,7 +7,7 @@ EXAMPLES := hello stream fetch edge
 
 .PHONY: run test lint bench examples clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py wasm_runtime/_hostcall.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -1,10 +1,11 @@
 """Builds a Linker for one component from what it imports.
 
 Every import instance (`wasi:http/types@0.2.9`, `wasi:io/poll@0.2.0`, ...) is defined from the
-same Python implementation, whatever its 0.2.x version. Each function gets its canonical value
-converters compiled from its actual type, so wasmtime-py's per-type tagging rules never leak into
-the host code. Imports without an implementation trap with their own name when called: the
-component still links, and a guest that reaches for the filesystem learns what it touched.
+same Python implementation, whatever its 0.2.x version. Each function is defined through the C
+crossing (`_crossing`) with a value plan made from its actual type, so the host code sees
+canonical values (`_canon`) and wasmtime-py's per-type tagging rules never reach it. Imports
+without an implementation trap with their own name when called: the component still links, and
+a guest that reaches for the filesystem learns what it touched.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from wasmtime.component import (
     ResourceType,
 )
 
-from ._canon import compile_lift, compile_lower
+from . import _crossing
 from ._context import HostAbort, current, inv, table
 from ._wasi import IMPLS, method_impl
 from .ids import BY_NAME, RID
@@ -41,7 +42,7 @@ def resource_id(name: str) -> int:
     return rid
 
 
-def _dtor(_store: Any, rep: int) -> None:
+def _dtor(rep: int) -> None:
     state = current.store
     if state is None:
         return
@@ -50,41 +51,33 @@ def _dtor(_store: Any, rep: int) -> None:
         return
     try:
         obj.on_drop()
-    except Exception:  # raising here would leak into wasmtime-py's process-wide last exception
+    except Exception:  # a drop cannot fail the guest: the handle is gone either way
         log.exception("dropping %s failed", type(obj).__name__)
 
 
-def _wrap(iface: str, name: str, impl: Callable[..., Any], fty: FuncType) -> Callable[..., Any]:
-    lifts = [compile_lift(t, table) for _, t in fty.params]
-    lower = compile_lower(fty.result, table)
-    where = f"{iface}#{name}"
-    lifting = any(lifts)
+def _on_error(where: str) -> Callable[[BaseException], str]:
+    """The trap message for an exception out of a host function, after noting it on the
+    invocation: an abort (timeout, cancellation, exit) ends the guest as such, anything else is a
+    host bug, logged, that the runtime reports as a failed invocation."""
 
-    def host(store: Any, *args: Any) -> Any:
-        try:
-            if lifting:
-                args = tuple(a if f is None else f(store, a) for f, a in zip(lifts, args, strict=True))
-            result = impl(*args)
-            return result if lower is None else lower(result)
-        except WasmtimeError:
-            raise
-        except HostAbort as exc:
-            i = current.inv
+    def on_error(exc: BaseException) -> str:
+        if isinstance(exc, WasmtimeError):
+            return str(exc)
+        i = current.inv
+        if isinstance(exc, HostAbort):
             if i is not None and i.abort is None:
                 i.abort = exc
-            raise WasmtimeError(f"{where}: {exc}") from None
-        except Exception as exc:
-            i = current.inv
-            if i is not None and i.host_error is None:
-                i.host_error = exc
-            log.exception("host function %s failed", where)
-            raise WasmtimeError(f"{where}: {type(exc).__name__}: {exc}") from None
+            return f"{where}: {exc}"
+        if i is not None and i.host_error is None and isinstance(exc, Exception):
+            i.host_error = exc
+        log.error("host function %s failed", where, exc_info=exc)
+        return f"{where}: {type(exc).__name__}: {exc}"
 
-    return host
+    return on_error
 
 
 def _unavailable(where: str) -> Callable[..., Any]:
-    def trap(_store: Any, *_args: Any) -> Any:
+    def trap(*_args: Any) -> Any:
         i = inv()
         i.emit_log("runtime", f"{where} is not available in the edgefn sandbox")
         raise WasmtimeError(f"{where} is not available in the edgefn sandbox")
@@ -93,6 +86,7 @@ def _unavailable(where: str) -> Callable[..., Any]:
 
 
 def build_linker(engine: Engine, component: Component) -> Linker:
+    _crossing.install(table)
     linker = Linker(engine)
     imports = component.type.imports(engine)
     with linker.root() as root:
@@ -113,12 +107,10 @@ def _define(
     for name, item in ity.exports(engine).items():
         ty = item.ty
         if isinstance(ty, ResourceType):
-            inst.add_resource(name, ResourceType.host(resource_id(name)), _dtor)
+            _crossing.add_resource(inst, name, ResourceType.host(resource_id(name)), _dtor)
         elif isinstance(ty, FuncType):
             impl = impls.get(name) or (
                 method_impl(name) if iface.startswith(("wasi:http/", "wasi:io/")) else None
             )
-            if impl is None:
-                inst.add_func(name, _unavailable(f"{iface}#{name}"))
-            else:
-                inst.add_func(name, _wrap(iface, name, impl, ty))
+            where = f"{iface}#{name}"
+            _crossing.add_func(inst, name, impl or _unavailable(where), ty, _on_error(where))

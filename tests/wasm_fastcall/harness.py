@@ -16,12 +16,25 @@ from pathlib import Path
 from typing import Any
 
 from wasmtime import Engine, Store
-from wasmtime.component import Component, Linker, Record, ResourceAny, ResourceHost, ResourceType, Variant
+from wasmtime.component import (
+    Component,
+    ComponentInstanceType,
+    Linker,
+    Record,
+    ResourceAny,
+    ResourceHost,
+    ResourceType,
+    Variant,
+)
+
+from wasm_runtime import _context, _crossing, _linker
+from wasm_runtime._canon import Err, HostResource, Ok
 
 GUEST_DIR = Path(__file__).parent / "guests" / "fastcall"
 REPO = Path(__file__).resolve().parents[2]
 CACHE_DIR = Path(os.environ.get("EDGEFN_FASTCALL_CACHE", REPO / ".edgefn-cache" / "wasm_fastcall"))
 WORLD = "fastcall"
+HOST_INTERFACE = "edgefn:fastcall/host"
 BLOB_TYPE_ID = 0xB10B
 COMPONENTIZE_PY = Path(sys.executable).with_name("componentize-py")
 
@@ -180,6 +193,94 @@ class Host:
 
     def blob_drop(self, store: Any, rep: int) -> None:
         del self.blobs[rep]
+
+
+class Blob(HostResource):
+    resource_id = _linker.resource_id("blob")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = bytearray(data)
+        self.dropped = False
+
+    def append(self, data: bytes) -> int:
+        self.data += data
+        return len(self.data)
+
+    def take(self) -> bytes:
+        return bytes(self.data)
+
+    def on_drop(self) -> None:
+        self.dropped = True
+
+
+class CanonicalHost:
+    """`harness.Host` again, in canonical values: what edgefn's host code sees and returns."""
+
+    def __init__(self, record_calls: bool = True) -> None:
+        self.received: list[tuple[str, Any]] = []
+        self.blobs: list[Blob] = []
+        self.record_calls = record_calls  # off in bench/wasm_calls.py, as for `Host`
+
+    def impls(self) -> dict[str, Any]:
+        return {
+            "noop": lambda: None,
+            "add": lambda a, b: (a + b) & 0xFFFFFFFF,
+            "echo": self._seen("echo", lambda data: data),
+            "sink": self._seen("sink", len),
+            "source": pattern,
+            "try-read": lambda n, fail: Err(f"failed after {n}") if fail else Ok(pattern(n)),
+            "maybe": self._seen("maybe", lambda data: None if data is None else data[::-1]),
+            "reshape": self._seen("reshape", self.reshape),
+            "retag": self._seen(
+                "retag", lambda v: Variant("right" if v.tag == "left" else "left", v.payload[::-1] + b"!")
+            ),
+            "pair-echo": self._seen("pair", lambda p: {"name": p["name"] + "!", "body": p["body"][::-1]}),
+            "words": self._seen("words", lambda items: [x ^ 0xDEADBEEF for x in items]),
+            "strings": self._seen("strings", lambda items: [s.upper() for s in reversed(items)]),
+            "nested": self._seen("nested", lambda items: [b[::-1] for b in reversed(items)]),
+            "[constructor]blob": self.blob,
+            "[method]blob.append": Blob.append,
+            "[method]blob.take": Blob.take,
+            "consume": self._seen("consume", lambda blob: bytes(blob.data)),
+        }
+
+    def _seen(self, name: str, fn: Any) -> Any:
+        if not self.record_calls:
+            return fn
+
+        def call(*args: Any) -> Any:
+            self.received.append((name, args[0]))
+            return fn(*args)
+
+        return call
+
+    @staticmethod
+    def reshape(s: Variant) -> Variant:
+        payload = s.payload
+        if s.tag == "raw":
+            payload = payload[::-1]
+        elif s.tag == "text":
+            payload = payload.upper()
+        elif s.tag == "num":
+            payload = (payload + 1) & 0xFFFFFFFF
+        return Variant(s.tag, payload)
+
+    def blob(self, data: bytes) -> Blob:
+        b = Blob(data)
+        self.blobs.append(b)
+        return b
+
+
+def crossing_linker(engine: Engine, component: Component, impls: dict[str, Any]) -> Linker:
+    """Linked as the runtime links a function's imports, with these implementations."""
+    _crossing.install(_context.table)
+    linker = Linker(engine)
+    with linker.root() as root:
+        for name, item in component.type.imports(engine).items():
+            assert isinstance(item.ty, ComponentInstanceType)
+            with root.add_instance(name) as inst:
+                _linker._define(engine, inst, HOST_INTERFACE, impls, item.ty)
+    return linker
 
 
 def make_linker(engine: Engine, host: Host) -> Linker:

@@ -1,0 +1,134 @@
+"""Host functions defined through `_crossing` (C) answer the guest exactly as stock wasmtime-py does.
+
+The fastcall guest calls one host function of every shape (bytes, strings, lists, options,
+results, variants, records, resources borrowed, owned and dropped). Here the host side is
+written in edgefn's canonical values and linked the way the runtime links a function
+(`_linker._define`); its answers must equal, byte for byte, those of `harness.Host` on stock
+wasmtime-py, recorded in a child process by the `baseline` fixture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from wasmtime import Engine, Store, WasmtimeError
+from wasmtime.component import Component, Linker, Variant
+
+from tests.wasm_fastcall import harness, scenarios
+from wasm_runtime import _context, _crossing, _hostcall, _linker
+from wasm_runtime._canon import ResourceTable
+
+
+@pytest.fixture
+def store_table() -> Iterator[ResourceTable]:
+    """The resource table host calls on this thread reach, as an invocation's Store would give."""
+    table = ResourceTable()
+    _context.current.store = SimpleNamespace(table=table)  # type: ignore[assignment]
+    try:
+        yield table
+    finally:
+        _context.current.store = None
+
+
+@pytest.fixture
+def host() -> harness.CanonicalHost:
+    return harness.CanonicalHost()
+
+
+@pytest.fixture
+def guest(engine: Engine, component: Component, host: harness.CanonicalHost, store_table: ResourceTable) -> harness.Guest:
+    return harness.Guest(engine, harness.crossing_linker(engine, component, host.impls()), component)
+
+
+def test_every_scenario_answers_as_on_stock_wasmtime(
+    baseline: dict[str, Any], guest: harness.Guest, store_table: ResourceTable
+) -> None:
+    calls = _hostcall.stats()["calls"]
+    for op, size in scenarios.matrix():
+        key = f"{op}/{size}"
+        assert guest.run(op, harness.pattern(size), size) == baseline["answers"][key], key
+    assert _hostcall.stats()["calls"] > calls  # the C crossing served them, not wasmtime-py
+    assert len(store_table) == 0  # every blob the guest made was dropped or consumed
+
+
+def test_the_host_receives_canonical_values(guest: harness.Guest, host: harness.CanonicalHost) -> None:
+    guest.run("reshape", harness.pattern(7), 7)
+    guest.run("retag", harness.pattern(7), 7)
+    guest.run("pair", harness.pattern(7), 7)
+    guest.run("maybe", b"", 0)
+    guest.run("consume", harness.pattern(7), 7)
+    seen = dict(host.received)
+    assert isinstance(seen["reshape"], Variant) and seen["reshape"].tag in {"empty", "raw", "text", "num"}
+    assert isinstance(seen["retag"], Variant) and type(seen["retag"].payload) is bytes
+    assert set(seen["pair"]) == {"name", "body"} and type(seen["pair"]["body"]) is bytes
+    assert isinstance(seen["consume"], harness.Blob)
+
+
+def test_resources_are_dropped_through_their_host_object(
+    guest: harness.Guest, host: harness.CanonicalHost, store_table: ResourceTable
+) -> None:
+    drops = _hostcall.stats()["drops"]
+    guest.run("blob", harness.pattern(64), 64)
+    assert host.blobs and all(b.dropped for b in host.blobs)
+    assert len(store_table) == 0
+    assert _hostcall.stats()["drops"] > drops
+
+
+def test_export_round_trips_are_unchanged(baseline: dict[str, Any], guest: harness.Guest) -> None:
+    for size, expected in baseline["identity"].items():
+        assert guest.call("identity", harness.pattern(size)) == expected
+
+
+def _probe(engine: Engine, ty: str, impl: Any, on_error: Any = None) -> tuple[Store, Any]:
+    component = Component(engine, harness.wat_probe(ty))
+    _crossing.install(_context.table)
+    linker = Linker(engine)
+    (name, item), = component.type.imports(engine).items()
+    fty = item.ty.exports(engine)["f"].ty
+    with linker.root() as root, root.add_instance(name) as inst:
+        _crossing.add_func(inst, "f", impl, fty, on_error or _linker._on_error(f"{name}#f"))
+    store = Store(engine)
+    func = linker.instantiate(store, component).get_func(store, "call")
+    return store, func
+
+
+@pytest.mark.parametrize(
+    ("ty", "returned", "expected"),
+    [("u32", 2**32 + 5, 5), ("u32", -1, 2**32 - 1), ("s32", 2**31, -(2**31)), ("u64", -2, 2**64 - 2),
+     ("f64", 1, 1.0)],
+)
+def test_scalar_results_wrap_as_ctypes_assigns_them(engine: Engine, ty: str, returned: Any, expected: Any) -> None:
+    store, func = _probe(engine, ty, lambda a: returned)
+    assert func(store, 0.0 if ty == "f64" else 0) == expected
+
+
+def test_an_exception_in_a_host_function_traps_with_its_name(engine: Engine) -> None:
+    messages: list[BaseException] = []
+
+    def on_error(exc: BaseException) -> str:
+        messages.append(exc)
+        return f"probe failed: {exc}"
+
+    def boom(a: int) -> int:
+        raise ValueError(f"no {a}")
+
+    store, func = _probe(engine, "u32", boom, on_error)
+    with pytest.raises(WasmtimeError, match="probe failed: no 7"):
+        func(store, 7)
+    assert isinstance(messages[0], ValueError) and messages[0].__traceback__ is not None
+
+
+def test_a_result_that_does_not_fit_the_type_traps(engine: Engine) -> None:
+    store, func = _probe(engine, "u32", lambda a: "seven")
+    with pytest.raises(WasmtimeError, match="TypeError: expected int, got str"):
+        func(store, 7)
+
+
+def test_a_mismatched_value_layout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _crossing.layout_problem() is None
+    wrong = dict(_hostcall.layout(), **{"offsetof(val.of)": 16})
+    monkeypatch.setattr(_hostcall, "layout", lambda: wrong)
+    assert _crossing.layout_problem() == "offsetof(val.of) is 16 in _hostcall.c, 8 in wasmtime-py"

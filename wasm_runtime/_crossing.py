@@ -1,0 +1,176 @@
+"""Host functions and resources defined through `_hostcall`, the crossing written in C.
+
+wasmtime-py calls a host function through a ctypes callback and wraps each argument and result
+in its own objects, which `_canon`'s converters then turn into the host's canonical values:
+about 30 us of Python for each of the 34-48 host calls a hello request makes, more than the host
+functions themselves take. `_hostcall` (wasm_runtime/_hostcall.c) reads and writes component
+values straight from and into canonical values, following a plan made here once per imported
+function type when the linker is built.
+
+`_hostcall.c` declares wasmtime 49's value layout by hand (the wheel ships no C headers), so
+`install()` compares it with wasmtime-py's ctypes declarations, which are generated from the real
+headers, and refuses a mismatch before any host function is defined.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from wasmtime import WasmtimeError
+from wasmtime import _ffi as ffi
+from wasmtime.component import (
+    BorrowType,
+    EnumType,
+    FlagsType,
+    FuncType,
+    LinkerInstance,
+    ListType,
+    OptionType,
+    OwnType,
+    RecordType,
+    ResourceType,
+    ResultType,
+    TupleType,
+    ValType,
+    Variant,
+    VariantType,
+    _types,
+)
+
+from . import _hostcall
+from ._canon import Err, Ok, ResourceTable
+
+Plan = tuple[Any, ...]
+
+# Kind numbers shared with _hostcall.c: wasmtime's own value kinds, then what a resource handle
+# or a list<u8> means to the host.
+_SCALAR_KINDS: dict[type, int] = {
+    _types.Bool: 0, _types.S8: 1, _types.U8: 2, _types.S16: 3, _types.U16: 4, _types.S32: 5,
+    _types.U32: 6, _types.S64: 7, _types.U64: 8, _types.F32: 9, _types.F64: 10, _types.Char: 11,
+    _types.String: 12,
+}
+K_LIST, K_RECORD, K_TUPLE, K_VARIANT, K_ENUM, K_OPTION, K_RESULT, K_FLAGS = 13, 14, 15, 16, 17, 18, 19, 20
+P_OWN, P_BORROW, P_BYTES = 100, 101, 102
+
+_lock = threading.Lock()
+_installed = False
+
+
+def plan_of(ty: ValType) -> Plan:
+    """The plan `_hostcall` follows for values of `ty` (see `plan_new` in _hostcall.c)."""
+    kind = _SCALAR_KINDS.get(type(ty))
+    if kind is not None:
+        return (kind,)
+    if isinstance(ty, OwnType):
+        return (P_OWN,)
+    if isinstance(ty, BorrowType):
+        return (P_BORROW,)
+    if isinstance(ty, ListType):
+        element = ty.element
+        return (P_BYTES,) if isinstance(element, _types.U8) else (K_LIST, plan_of(element))
+    if isinstance(ty, OptionType):
+        return (K_OPTION, plan_of(ty.payload))
+    if isinstance(ty, ResultType):
+        ok, err = ty.ok, ty.err
+        return (K_RESULT, None if ok is None else plan_of(ok), None if err is None else plan_of(err))
+    if isinstance(ty, TupleType):
+        return (K_TUPLE, tuple(plan_of(e) for e in ty.elements))
+    if isinstance(ty, RecordType):
+        return (K_RECORD, tuple((name, plan_of(f)) for name, f in ty.fields))
+    if isinstance(ty, VariantType):
+        return (K_VARIANT, tuple((name, None if c is None else plan_of(c)) for name, c in ty.cases))
+    if isinstance(ty, EnumType):
+        return (K_ENUM, tuple(ty.names))
+    if isinstance(ty, FlagsType):
+        return (K_FLAGS, tuple(ty.names))
+    raise TypeError(f"no host-call plan for {type(ty).__name__}")
+
+
+def layout_problem() -> str | None:
+    """Why `_hostcall.c`'s view of wasmtime's values differs from wasmtime-py's, or None."""
+    expected = {
+        "sizeof(val)": ctypes.sizeof(ffi.wasmtime_component_val_t),
+        "offsetof(val.of)": ffi.wasmtime_component_val_t.of.offset,
+        "sizeof(record_entry)": ctypes.sizeof(ffi.wasmtime_component_valrecord_entry_t),
+        "offsetof(record_entry.val)": ffi.wasmtime_component_valrecord_entry_t.val.offset,
+        "offsetof(variant.val)": ffi.wasmtime_component_valvariant_t.val.offset,
+        "offsetof(result.val)": ffi.wasmtime_component_valresult_t.val.offset,
+        "sizeof(name)": ctypes.sizeof(ffi.wasm_name_t),
+        "sizeof(list)": ctypes.sizeof(ffi.wasmtime_component_vallist_t),
+        "sizeof(flags)": ctypes.sizeof(ffi.wasmtime_component_valflags_t),
+        "offsetof(list.data)": ffi.wasmtime_component_vallist_t.data.offset,
+    }
+    found = _hostcall.layout()
+    for what, value in expected.items():
+        if found.get(what) != value:
+            return f"{what} is {found.get(what)} in _hostcall.c, {value} in wasmtime-py"
+    return None
+
+
+_FUNCTIONS = (
+    "wasmtime_error_new", "wasmtime_error_message", "wasmtime_error_delete", "wasm_byte_vec_new",
+    "wasm_byte_vec_delete", "wasmtime_component_vallist_new_uninit", "wasmtime_component_vallist_delete",
+    "wasmtime_component_valtuple_new_uninit", "wasmtime_component_valtuple_delete",
+    "wasmtime_component_valrecord_new_uninit", "wasmtime_component_valrecord_delete",
+    "wasmtime_component_valflags_new_uninit", "wasmtime_component_valflags_delete",
+    "wasmtime_component_val_new", "wasmtime_component_val_free", "wasmtime_component_val_delete",
+    "wasmtime_component_resource_any_to_host", "wasmtime_component_resource_host_rep",
+    "wasmtime_component_resource_host_new", "wasmtime_component_resource_host_delete",
+    "wasmtime_component_resource_host_to_any", "wasmtime_component_linker_instance_add_func",
+    "wasmtime_component_linker_instance_add_resource",
+)
+
+
+def install(table: Callable[[], ResourceTable]) -> None:
+    """Hands `_hostcall` the library's functions and the host's classes, once per process.
+
+    `table()` is the resource table of the invocation running on the calling thread. Raises
+    RuntimeError if the layouts differ: defining host functions would then corrupt memory."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        problem = layout_problem()
+        if problem is not None:
+            raise RuntimeError(f"wasm_runtime._hostcall does not match wasmtime-py's value layout: {problem}")
+        addresses = {name: ctypes.cast(getattr(ffi.dll, name), ctypes.c_void_p).value for name in _FUNCTIONS}
+
+        def pop(rep: int) -> Any:
+            obj = table().pop(rep)
+            if obj is None:
+                raise WasmtimeError(f"unknown resource handle {rep}")
+            return obj
+
+        get = lambda rep: table().get(rep)  # noqa: E731
+        add = lambda obj: table().add(obj)  # noqa: E731
+        _hostcall.init(addresses, Ok, Err, Variant, get, pop, add)
+        _installed = True
+
+
+def _address(obj: Any) -> int:
+    return ctypes.cast(obj.ptr(), ctypes.c_void_p).value or 0
+
+
+def add_func(
+    inst: LinkerInstance,
+    name: str,
+    impl: Callable[..., Any],
+    fty: FuncType,
+    on_error: Callable[[BaseException], str],
+) -> _hostcall.HostFunc:
+    """Defines `name` in `inst` as `impl`, called with canonical values; an exception it raises
+    (or a value that does not fit `fty`) becomes a trap whose message `on_error` writes."""
+    result = fty.result
+    func = _hostcall.HostFunc(
+        impl, tuple(plan_of(t) for _, t in fty.params), None if result is None else plan_of(result), on_error
+    )
+    _hostcall.add_func(_address(inst), name.encode(), func)
+    return func
+
+
+def add_resource(inst: LinkerInstance, name: str, ty: ResourceType, dtor: Callable[[int], None]) -> None:
+    """Defines the host resource `name`; `dtor(rep)` runs when the guest drops its last handle."""
+    _hostcall.add_resource(_address(inst), name.encode(), _address(ty), dtor)

@@ -1,0 +1,1145 @@
+/* Host functions of a component, called by wasmtime without a trip through ctypes.
+ *
+ * A guest's hello request makes 34-48 host calls. Through wasmtime-py each one is a ctypes
+ * callback that wraps every argument in Python objects (ResourceAny, ResourceHost, Variant,
+ * Record), converts them again into the host's canonical values and back on return: about 30 us
+ * of Python per call, more than the host functions themselves. Here wasmtime calls C, which reads
+ * the component values straight into canonical Python values (resources as the host objects their
+ * handles stand for), calls the host function once, and writes its canonical result back.
+ *
+ * The wasmtime 49 C API is declared below by hand: the wasmtime wheel ships the library but no
+ * headers. wasm_runtime/_crossing.py checks this file's view of the value layout against
+ * wasmtime-py's ctypes declarations (generated from the real headers) before using it, and hands
+ * over the library's function addresses, so nothing here links against libwasmtime directly.
+ *
+ * Canonical values (wasm_runtime/_canon.py): result -> Ok/Err, option -> None or the value,
+ * variant -> Variant(tag, payload), record -> dict, enum -> str, flags -> set[str],
+ * tuple -> tuple, list<u8> -> bytes, other lists -> list, own/borrow -> the host object.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- wasmtime 49 component values (wasmtime/component/val.h) ---------------------------- */
+
+typedef struct {
+    size_t size;
+    char *data;
+} name_t; /* wasm_name_t / wasm_byte_vec_t */
+
+typedef struct val val_t;
+typedef struct record_entry record_entry_t;
+
+typedef struct {
+    size_t size;
+    val_t *data;
+} vallist_t; /* also wasmtime_component_valtuple_t */
+
+typedef struct {
+    size_t size;
+    record_entry_t *data;
+} valrecord_t;
+
+typedef struct {
+    size_t size;
+    name_t *data;
+} valflags_t;
+
+typedef struct {
+    name_t discriminant;
+    val_t *val;
+} valvariant_t;
+
+typedef struct {
+    bool is_ok;
+    val_t *val;
+} valresult_t;
+
+struct val {
+    uint8_t kind;
+    union {
+        bool boolean;
+        int8_t s8;
+        uint8_t u8;
+        int16_t s16;
+        uint16_t u16;
+        int32_t s32;
+        uint32_t u32;
+        int64_t s64;
+        uint64_t u64;
+        float f32;
+        double f64;
+        uint32_t character;
+        name_t string;
+        vallist_t list;
+        valrecord_t record;
+        vallist_t tuple;
+        valvariant_t variant;
+        name_t enumeration;
+        val_t *option;
+        valresult_t result;
+        valflags_t flags;
+        void *resource;
+    } of;
+};
+
+struct record_entry {
+    name_t name;
+    val_t val;
+};
+
+enum {
+    K_BOOL = 0, K_S8, K_U8, K_S16, K_U16, K_S32, K_U32, K_S64, K_U64, K_F32, K_F64, K_CHAR,
+    K_STRING = 12, K_LIST = 13, K_RECORD = 14, K_TUPLE = 15, K_VARIANT = 16, K_ENUM = 17,
+    K_OPTION = 18, K_RESULT = 19, K_FLAGS = 20, K_RESOURCE = 21,
+    /* Plan-only kinds: what a value of kind K_RESOURCE or K_LIST means to the host. */
+    P_OWN = 100, P_BORROW = 101, P_BYTES = 102,
+};
+
+typedef void wt_error_t;   /* wasmtime_error_t */
+typedef void wt_context_t; /* wasmtime_context_t */
+
+typedef wt_error_t *(*func_callback_t)(void *env, wt_context_t *ctx, const void *ty, val_t *args,
+                                    size_t nargs, val_t *results, size_t nresults);
+typedef wt_error_t *(*resource_dtor_t)(void *env, wt_context_t *ctx, uint32_t rep);
+
+/* The library's functions, filled by init() from wasmtime-py's ctypes handles. */
+static struct {
+    wt_error_t *(*error_new)(const char *message);
+    void (*byte_vec_new)(name_t *out, size_t size, const char *data);
+    void (*vallist_new_uninit)(vallist_t *out, size_t size);
+    void (*vallist_delete)(vallist_t *list);
+    void (*valtuple_new_uninit)(vallist_t *out, size_t size);
+    void (*valtuple_delete)(vallist_t *tuple);
+    void (*valrecord_new_uninit)(valrecord_t *out, size_t size);
+    void (*valrecord_delete)(valrecord_t *record);
+    void (*valflags_new_uninit)(valflags_t *out, size_t size);
+    void (*valflags_delete)(valflags_t *flags);
+    val_t *(*val_new)(val_t *val);
+    void (*val_free)(val_t *val);
+    void (*val_delete)(val_t *val);
+    wt_error_t *(*resource_any_to_host)(wt_context_t *ctx, const void *any, void **host_out);
+    uint32_t (*resource_host_rep)(const void *host);
+    void *(*resource_host_new)(bool owned, uint32_t rep, uint32_t ty);
+    void (*resource_host_delete)(void *host);
+    wt_error_t *(*resource_host_to_any)(wt_context_t *ctx, const void *host, void **any_out);
+    void (*error_message)(const wt_error_t *error, name_t *message);
+    void (*error_delete)(wt_error_t *error);
+    void (*byte_vec_delete)(name_t *vec);
+    wt_error_t *(*add_func)(void *linker_instance, const char *name, size_t name_len,
+                         func_callback_t callback, void *data, void (*finalizer)(void *));
+    wt_error_t *(*add_resource)(void *linker_instance, const char *name, size_t name_len,
+                             const void *resource_type, resource_dtor_t dtor, void *data,
+                             void (*finalizer)(void *));
+} W;
+
+static bool ready = false;
+
+/* Set by init(): the canonical classes and the store's resource table, reached through Python
+ * callables because the table belongs to whichever invocation runs on this thread. */
+static PyObject *Ok_type, *Err_type, *Variant_type;
+static PyObject *table_get, *table_pop, *table_add;
+static PyObject *str_value, *str_tag, *str_payload, *str_resource_id;
+
+/* ---- plans: a component value type as the crossing reads and writes it ------------------- */
+
+typedef struct plan {
+    int kind;
+    Py_ssize_t n;            /* children, case, field or name count */
+    struct plan **kids;      /* list/option: [0]; result: [0] ok, [1] err; tuple, record, variant */
+    PyObject **names;        /* record fields, variant cases, enum and flags names (str) */
+    const char **cnames;     /* the same, UTF-8 */
+    Py_ssize_t *cname_lens;
+} plan_t;
+
+static void plan_free(plan_t *p) {
+    if (p == NULL)
+        return;
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        if (p->kids)
+            plan_free(p->kids[i]);
+        if (p->names)
+            Py_XDECREF(p->names[i]);
+    }
+    PyMem_Free(p->kids);
+    PyMem_Free(p->names);
+    PyMem_Free(p->cnames);
+    PyMem_Free(p->cname_lens);
+    PyMem_Free(p);
+}
+
+static plan_t *plan_new(PyObject *spec);
+
+/* Names (and, when `with_kids`, child plans) from a tuple of str or of (str, plan-or-None). */
+static int plan_fill(plan_t *p, PyObject *items, bool with_kids) {
+    if (!PyTuple_Check(items)) {
+        PyErr_SetString(PyExc_TypeError, "plan: expected a tuple of names or (name, plan) pairs");
+        return -1;
+    }
+    p->n = PyTuple_GET_SIZE(items);
+    p->names = PyMem_Calloc(p->n ? p->n : 1, sizeof(PyObject *));
+    p->cnames = PyMem_Calloc(p->n ? p->n : 1, sizeof(char *));
+    p->cname_lens = PyMem_Calloc(p->n ? p->n : 1, sizeof(Py_ssize_t));
+    if (with_kids)
+        p->kids = PyMem_Calloc(p->n ? p->n : 1, sizeof(plan_t *));
+    if (!p->names || !p->cnames || !p->cname_lens || (with_kids && !p->kids)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(items, i), *name = item, *kid = Py_None;
+        if (with_kids) {
+            if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+                PyErr_SetString(PyExc_TypeError, "plan: expected (name, plan) pairs");
+                return -1;
+            }
+            name = PyTuple_GET_ITEM(item, 0);
+            kid = PyTuple_GET_ITEM(item, 1);
+        }
+        if (!PyUnicode_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "plan: names must be str");
+            return -1;
+        }
+        Py_INCREF(name);
+        PyUnicode_InternInPlace(&name);
+        p->names[i] = name;
+        p->cnames[i] = PyUnicode_AsUTF8AndSize(name, &p->cname_lens[i]);
+        if (p->cnames[i] == NULL)
+            return -1;
+        if (with_kids && kid != Py_None && (p->kids[i] = plan_new(kid)) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+/* spec: (kind,) | (kind, child) | (kind, ok, err) | (kind, (children...)) | (kind, (names...))
+ * | (kind, ((name, child-or-None), ...)); see plan_of in _crossing.py. */
+static plan_t *plan_new(PyObject *spec) {
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) < 1) {
+        PyErr_SetString(PyExc_TypeError, "plan: expected a tuple starting with a kind");
+        return NULL;
+    }
+    plan_t *p = PyMem_Calloc(1, sizeof(plan_t));
+    if (p == NULL)
+        return (plan_t *)PyErr_NoMemory();
+    p->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+    if (p->kind == -1 && PyErr_Occurred())
+        goto fail;
+    Py_ssize_t size = PyTuple_GET_SIZE(spec);
+    PyObject *arg = size > 1 ? PyTuple_GET_ITEM(spec, 1) : NULL;
+    switch (p->kind) {
+    case K_BOOL: case K_S8: case K_U8: case K_S16: case K_U16: case K_S32: case K_U32:
+    case K_S64: case K_U64: case K_F32: case K_F64: case K_CHAR: case K_STRING:
+    case P_BYTES: case P_OWN: case P_BORROW:
+        return p;
+    case K_LIST: case K_OPTION:
+        if (arg == NULL)
+            break;
+        p->n = 1;
+        p->kids = PyMem_Calloc(1, sizeof(plan_t *));
+        if (p->kids == NULL || (p->kids[0] = plan_new(arg)) == NULL)
+            goto fail;
+        return p;
+    case K_RESULT:
+        if (size != 3)
+            break;
+        p->n = 2;
+        p->kids = PyMem_Calloc(2, sizeof(plan_t *));
+        if (p->kids == NULL)
+            goto fail;
+        for (int i = 0; i < 2; i++) {
+            PyObject *kid = PyTuple_GET_ITEM(spec, 1 + i);
+            if (kid != Py_None && (p->kids[i] = plan_new(kid)) == NULL)
+                goto fail;
+        }
+        return p;
+    case K_TUPLE:
+        if (arg == NULL || !PyTuple_Check(arg))
+            break;
+        p->n = PyTuple_GET_SIZE(arg);
+        p->kids = PyMem_Calloc(p->n ? p->n : 1, sizeof(plan_t *));
+        if (p->kids == NULL)
+            goto fail;
+        for (Py_ssize_t i = 0; i < p->n; i++)
+            if ((p->kids[i] = plan_new(PyTuple_GET_ITEM(arg, i))) == NULL)
+                goto fail;
+        return p;
+    case K_RECORD: case K_VARIANT:
+        if (arg == NULL || plan_fill(p, arg, true) < 0)
+            goto fail;
+        return p;
+    case K_ENUM: case K_FLAGS:
+        if (arg == NULL || plan_fill(p, arg, false) < 0)
+            goto fail;
+        return p;
+    default:
+        PyErr_Format(PyExc_ValueError, "plan: unknown kind %d", p->kind);
+        goto fail;
+    }
+    PyErr_Format(PyExc_TypeError, "plan: malformed spec for kind %d", p->kind);
+fail:
+    plan_free(p);
+    return NULL;
+}
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+/* A wasmtime error becomes a Python RuntimeError carrying its message; the error is freed. */
+static void raise_wasmtime_error(wt_error_t *err, const char *what) {
+    name_t msg = {0, NULL};
+    W.error_message(err, &msg);
+    PyErr_Format(PyExc_RuntimeError, "%s: %.*s", what, (int)msg.size, msg.data ? msg.data : "");
+    W.byte_vec_delete(&msg);
+    W.error_delete(err);
+}
+
+/* ---- lifting: component value -> canonical Python value ---------------------------------- */
+
+static Py_ssize_t find_name(const plan_t *p, const name_t *name) {
+    for (Py_ssize_t i = 0; i < p->n; i++)
+        if ((size_t)p->cname_lens[i] == name->size && memcmp(p->cnames[i], name->data, name->size) == 0)
+            return i;
+    return -1;
+}
+
+static PyObject *lift(const plan_t *p, const val_t *v, wt_context_t *ctx);
+
+static int expect_kind(const val_t *v, int kind) {
+    if (v->kind == kind)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "component value of kind %d where kind %d was expected", v->kind, kind);
+    return -1;
+}
+
+static PyObject *lift_resource(const plan_t *p, const val_t *v, wt_context_t *ctx) {
+    if (expect_kind(v, K_RESOURCE) < 0)
+        return NULL;
+    if (v->of.resource == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "resource argument holds a null handle");
+        return NULL;
+    }
+    void *host = NULL;
+    wt_error_t *err = W.resource_any_to_host(ctx, v->of.resource, &host);
+    if (err != NULL) {
+        raise_wasmtime_error(err, "resource is not the host's");
+        return NULL;
+    }
+    uint32_t rep = W.resource_host_rep(host);
+    W.resource_host_delete(host);
+    PyObject *key = PyLong_FromUnsignedLong(rep);
+    if (key == NULL)
+        return NULL;
+    PyObject *obj = PyObject_CallOneArg(p->kind == P_OWN ? table_pop : table_get, key);
+    Py_DECREF(key);
+    return obj;
+}
+
+static PyObject *lift(const plan_t *p, const val_t *v, wt_context_t *ctx) {
+    switch (p->kind) {
+    case K_BOOL:
+        return expect_kind(v, K_BOOL) < 0 ? NULL : PyBool_FromLong(v->of.boolean);
+    case K_S8:
+        return expect_kind(v, K_S8) < 0 ? NULL : PyLong_FromLong(v->of.s8);
+    case K_U8:
+        return expect_kind(v, K_U8) < 0 ? NULL : PyLong_FromLong(v->of.u8);
+    case K_S16:
+        return expect_kind(v, K_S16) < 0 ? NULL : PyLong_FromLong(v->of.s16);
+    case K_U16:
+        return expect_kind(v, K_U16) < 0 ? NULL : PyLong_FromLong(v->of.u16);
+    case K_S32:
+        return expect_kind(v, K_S32) < 0 ? NULL : PyLong_FromLong(v->of.s32);
+    case K_U32:
+        return expect_kind(v, K_U32) < 0 ? NULL : PyLong_FromUnsignedLong(v->of.u32);
+    case K_S64:
+        return expect_kind(v, K_S64) < 0 ? NULL : PyLong_FromLongLong(v->of.s64);
+    case K_U64:
+        return expect_kind(v, K_U64) < 0 ? NULL : PyLong_FromUnsignedLongLong(v->of.u64);
+    case K_F32:
+        return expect_kind(v, K_F32) < 0 ? NULL : PyFloat_FromDouble(v->of.f32);
+    case K_F64:
+        return expect_kind(v, K_F64) < 0 ? NULL : PyFloat_FromDouble(v->of.f64);
+    case K_CHAR:
+        return expect_kind(v, K_CHAR) < 0 ? NULL : PyUnicode_FromOrdinal((int)v->of.character);
+    case K_STRING:
+        if (expect_kind(v, K_STRING) < 0)
+            return NULL;
+        return PyUnicode_DecodeUTF8(v->of.string.data ? v->of.string.data : "", (Py_ssize_t)v->of.string.size,
+                                    "strict");
+    case P_BYTES: {
+        if (expect_kind(v, K_LIST) < 0)
+            return NULL;
+        size_t n = v->of.list.size;
+        PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+        if (out == NULL)
+            return NULL;
+        char *dst = PyBytes_AS_STRING(out);
+        const val_t *src = v->of.list.data;
+        for (size_t i = 0; i < n; i++) {
+            if (src[i].kind != K_U8) {
+                Py_DECREF(out);
+                PyErr_Format(PyExc_TypeError, "list<u8> holds a value of kind %d", src[i].kind);
+                return NULL;
+            }
+            dst[i] = (char)src[i].of.u8;
+        }
+        return out;
+    }
+    case K_LIST: case K_TUPLE: {
+        bool tuple = p->kind == K_TUPLE;
+        if (expect_kind(v, p->kind) < 0)
+            return NULL;
+        const vallist_t *items = tuple ? &v->of.tuple : &v->of.list;
+        if (tuple && (Py_ssize_t)items->size != p->n) {
+            PyErr_Format(PyExc_TypeError, "tuple of %zu values where %zd were expected", items->size, p->n);
+            return NULL;
+        }
+        PyObject *out = tuple ? PyTuple_New((Py_ssize_t)items->size) : PyList_New((Py_ssize_t)items->size);
+        if (out == NULL)
+            return NULL;
+        for (size_t i = 0; i < items->size; i++) {
+            PyObject *item = lift(p->kids[tuple ? i : 0], &items->data[i], ctx);
+            if (item == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            if (tuple)
+                PyTuple_SET_ITEM(out, (Py_ssize_t)i, item);
+            else
+                PyList_SET_ITEM(out, (Py_ssize_t)i, item);
+        }
+        return out;
+    }
+    case K_RECORD: {
+        if (expect_kind(v, K_RECORD) < 0)
+            return NULL;
+        const valrecord_t *rec = &v->of.record;
+        if ((Py_ssize_t)rec->size != p->n) {
+            PyErr_Format(PyExc_TypeError, "record of %zu fields where %zd were expected", rec->size, p->n);
+            return NULL;
+        }
+        PyObject *out = PyDict_New();
+        if (out == NULL)
+            return NULL;
+        for (Py_ssize_t i = 0; i < p->n; i++) {
+            PyObject *item = lift(p->kids[i], &rec->data[i].val, ctx);
+            if (item == NULL || PyDict_SetItem(out, p->names[i], item) < 0) {
+                Py_XDECREF(item);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(item);
+        }
+        return out;
+    }
+    case K_VARIANT: {
+        if (expect_kind(v, K_VARIANT) < 0)
+            return NULL;
+        Py_ssize_t i = find_name(p, &v->of.variant.discriminant);
+        if (i < 0) {
+            PyErr_SetString(PyExc_TypeError, "variant case not in the function's type");
+            return NULL;
+        }
+        PyObject *payload = Py_None;
+        Py_INCREF(payload);
+        if (p->kids[i] != NULL && v->of.variant.val != NULL) {
+            Py_DECREF(payload);
+            if ((payload = lift(p->kids[i], v->of.variant.val, ctx)) == NULL)
+                return NULL;
+        }
+        PyObject *out = PyObject_CallFunctionObjArgs(Variant_type, p->names[i], payload, NULL);
+        Py_DECREF(payload);
+        return out;
+    }
+    case K_ENUM: {
+        if (expect_kind(v, K_ENUM) < 0)
+            return NULL;
+        Py_ssize_t i = find_name(p, &v->of.enumeration);
+        if (i < 0) {
+            PyErr_SetString(PyExc_TypeError, "enum case not in the function's type");
+            return NULL;
+        }
+        Py_INCREF(p->names[i]);
+        return p->names[i];
+    }
+    case K_FLAGS: {
+        if (expect_kind(v, K_FLAGS) < 0)
+            return NULL;
+        PyObject *out = PySet_New(NULL);
+        if (out == NULL)
+            return NULL;
+        for (size_t f = 0; f < v->of.flags.size; f++) {
+            Py_ssize_t i = find_name(p, &v->of.flags.data[f]);
+            if (i < 0 || PySet_Add(out, p->names[i]) < 0) {
+                if (i < 0)
+                    PyErr_SetString(PyExc_TypeError, "flag not in the function's type");
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        return out;
+    }
+    case K_OPTION:
+        if (expect_kind(v, K_OPTION) < 0)
+            return NULL;
+        if (v->of.option == NULL)
+            Py_RETURN_NONE;
+        return lift(p->kids[0], v->of.option, ctx);
+    case K_RESULT: {
+        if (expect_kind(v, K_RESULT) < 0)
+            return NULL;
+        const plan_t *kid = p->kids[v->of.result.is_ok ? 0 : 1];
+        PyObject *payload;
+        if (kid != NULL && v->of.result.val != NULL) {
+            if ((payload = lift(kid, v->of.result.val, ctx)) == NULL)
+                return NULL;
+        } else {
+            payload = Py_None;
+            Py_INCREF(payload);
+        }
+        PyObject *out = PyObject_CallOneArg(v->of.result.is_ok ? Ok_type : Err_type, payload);
+        Py_DECREF(payload);
+        return out;
+    }
+    case P_OWN: case P_BORROW:
+        return lift_resource(p, v, ctx);
+    }
+    PyErr_Format(PyExc_SystemError, "plan kind %d cannot be lifted", p->kind);
+    return NULL;
+}
+
+/* ---- lowering: canonical Python value -> component value ----------------------------------
+ * `out` holds Bool(false) on entry and is left valid on failure, so wasmtime can always drop it. */
+
+static int lower(const plan_t *p, PyObject *obj, val_t *out, wt_context_t *ctx);
+
+static int type_error(const char *expected, PyObject *obj) {
+    PyErr_Format(PyExc_TypeError, "expected %s, got %.200s", expected, Py_TYPE(obj)->tp_name);
+    return -1;
+}
+
+static Py_ssize_t find_str(const plan_t *p, PyObject *name) {
+    for (Py_ssize_t i = 0; i < p->n; i++)
+        if (p->names[i] == name)
+            return i;
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        int eq = PyUnicode_Compare(p->names[i], name);
+        if (eq == 0)
+            return i;
+        if (eq == -1 && PyErr_Occurred())
+            return -2;
+    }
+    return -1;
+}
+
+/* A boxed value (option, result and variant payloads) lowered from `obj`, or NULL. */
+static val_t *lower_boxed(const plan_t *p, PyObject *obj, wt_context_t *ctx) {
+    val_t zero;
+    memset(&zero, 0, sizeof zero);
+    val_t *box = W.val_new(&zero);
+    if (box == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (lower(p, obj, box, ctx) < 0) {
+        W.val_free(box);
+        return NULL;
+    }
+    return box;
+}
+
+static int lower_int(int kind, PyObject *obj, val_t *out) {
+    if (!PyLong_Check(obj))
+        return type_error("int", obj);
+    /* Masked, as ctypes assigns out-of-range ints (the behaviour of the path this replaces). */
+    unsigned long long bits = PyLong_AsUnsignedLongLongMask(obj);
+    if (bits == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    switch (kind) {
+    case K_S8: out->of.s8 = (int8_t)bits; break;
+    case K_U8: out->of.u8 = (uint8_t)bits; break;
+    case K_S16: out->of.s16 = (int16_t)bits; break;
+    case K_U16: out->of.u16 = (uint16_t)bits; break;
+    case K_S32: out->of.s32 = (int32_t)bits; break;
+    case K_U32: out->of.u32 = (uint32_t)bits; break;
+    case K_S64: out->of.s64 = (int64_t)bits; break;
+    default: out->of.u64 = (uint64_t)bits; break;
+    }
+    out->kind = (uint8_t)kind;
+    return 0;
+}
+
+static void lower_name(name_t *out, const char *data, Py_ssize_t size) {
+    W.byte_vec_new(out, (size_t)size, data);
+}
+
+static int lower_seq(const plan_t *p, PyObject *obj, val_t *out, wt_context_t *ctx) {
+    bool tuple = p->kind == K_TUPLE;
+    PyObject *seq = PySequence_Fast(obj, tuple ? "expected a tuple" : "expected a list");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (tuple && n != p->n) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_TypeError, "tuple of %zd values where %zd were expected", n, p->n);
+        return -1;
+    }
+    vallist_t items;
+    (tuple ? W.valtuple_new_uninit : W.vallist_new_uninit)(&items, (size_t)n);
+    if (n)
+        memset(items.data, 0, (size_t)n * sizeof(val_t));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (lower(p->kids[tuple ? i : 0], PySequence_Fast_GET_ITEM(seq, i), &items.data[i], ctx) < 0) {
+            (tuple ? W.valtuple_delete : W.vallist_delete)(&items);
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    out->kind = (uint8_t)p->kind;
+    if (tuple)
+        out->of.tuple = items;
+    else
+        out->of.list = items;
+    return 0;
+}
+
+static int lower_resource(const plan_t *p, PyObject *obj, val_t *out, wt_context_t *ctx) {
+    PyObject *rid_obj = PyObject_GetAttr(obj, str_resource_id);
+    if (rid_obj == NULL)
+        return -1;
+    unsigned long rid = PyLong_AsUnsignedLong(rid_obj);
+    Py_DECREF(rid_obj);
+    if (rid == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    PyObject *rep_obj = PyObject_CallOneArg(table_add, obj);
+    if (rep_obj == NULL)
+        return -1;
+    unsigned long rep = PyLong_AsUnsignedLong(rep_obj);
+    Py_DECREF(rep_obj);
+    if (rep == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    void *host = W.resource_host_new(p->kind == P_OWN, (uint32_t)rep, (uint32_t)rid);
+    void *any = NULL;
+    wt_error_t *err = W.resource_host_to_any(ctx, host, &any);
+    W.resource_host_delete(host);
+    if (err != NULL) {
+        raise_wasmtime_error(err, "host resource not accepted");
+        return -1;
+    }
+    out->kind = K_RESOURCE;
+    out->of.resource = any;
+    return 0;
+}
+
+static int lower(const plan_t *p, PyObject *obj, val_t *out, wt_context_t *ctx) {
+    switch (p->kind) {
+    case K_BOOL:
+        if (!PyBool_Check(obj))
+            return type_error("bool", obj);
+        out->kind = K_BOOL;
+        out->of.boolean = obj == Py_True;
+        return 0;
+    case K_S8: case K_U8: case K_S16: case K_U16: case K_S32: case K_U32: case K_S64: case K_U64:
+        return lower_int(p->kind, obj, out);
+    case K_F32: case K_F64: {
+        double d = PyFloat_AsDouble(obj);
+        if (d == -1.0 && PyErr_Occurred())
+            return -1;
+        out->kind = (uint8_t)p->kind;
+        if (p->kind == K_F32)
+            out->of.f32 = (float)d;
+        else
+            out->of.f64 = d;
+        return 0;
+    }
+    case K_CHAR:
+        if (!PyUnicode_Check(obj) || PyUnicode_GET_LENGTH(obj) != 1)
+            return type_error("a one-character str", obj);
+        out->kind = K_CHAR;
+        out->of.character = PyUnicode_READ_CHAR(obj, 0);
+        return 0;
+    case K_STRING: {
+        if (!PyUnicode_Check(obj))
+            return type_error("str", obj);
+        Py_ssize_t size;
+        const char *data = PyUnicode_AsUTF8AndSize(obj, &size);
+        if (data == NULL)
+            return -1;
+        lower_name(&out->of.string, data, size);
+        out->kind = K_STRING;
+        return 0;
+    }
+    case P_BYTES: {
+        Py_buffer view;
+        if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
+            return -1;
+        vallist_t items;
+        W.vallist_new_uninit(&items, (size_t)view.len);
+        const unsigned char *src = view.buf;
+        for (Py_ssize_t i = 0; i < view.len; i++) {
+            items.data[i].kind = K_U8;
+            items.data[i].of.u8 = src[i];
+        }
+        PyBuffer_Release(&view);
+        out->kind = K_LIST;
+        out->of.list = items;
+        return 0;
+    }
+    case K_LIST: case K_TUPLE:
+        return lower_seq(p, obj, out, ctx);
+    case K_RECORD: {
+        if (!PyDict_Check(obj))
+            return type_error("dict", obj);
+        valrecord_t rec;
+        W.valrecord_new_uninit(&rec, (size_t)p->n);
+        for (Py_ssize_t i = 0; i < p->n; i++) {
+            memset(&rec.data[i].val, 0, sizeof(val_t));
+            lower_name(&rec.data[i].name, p->cnames[i], p->cname_lens[i]);
+        }
+        for (Py_ssize_t i = 0; i < p->n; i++) {
+            PyObject *field = PyDict_GetItemWithError(obj, p->names[i]);
+            if (field == NULL && PyErr_Occurred()) {
+                W.valrecord_delete(&rec);
+                return -1;
+            }
+            if (lower(p->kids[i], field ? field : Py_None, &rec.data[i].val, ctx) < 0) {
+                W.valrecord_delete(&rec);
+                return -1;
+            }
+        }
+        out->kind = K_RECORD;
+        out->of.record = rec;
+        return 0;
+    }
+    case K_VARIANT: {
+        if (!PyObject_TypeCheck(obj, (PyTypeObject *)Variant_type))
+            return type_error("Variant", obj);
+        PyObject *tag = PyObject_GetAttr(obj, str_tag);
+        if (tag == NULL)
+            return -1;
+        Py_ssize_t i = find_str(p, tag);
+        Py_DECREF(tag);
+        if (i < 0) {
+            if (i == -1)
+                PyErr_SetString(PyExc_ValueError, "variant tag not in the function's type");
+            return -1;
+        }
+        val_t *box = NULL;
+        if (p->kids[i] != NULL) {
+            PyObject *payload = PyObject_GetAttr(obj, str_payload);
+            if (payload == NULL)
+                return -1;
+            box = lower_boxed(p->kids[i], payload, ctx);
+            Py_DECREF(payload);
+            if (box == NULL)
+                return -1;
+        }
+        lower_name(&out->of.variant.discriminant, p->cnames[i], p->cname_lens[i]);
+        out->of.variant.val = box;
+        out->kind = K_VARIANT;
+        return 0;
+    }
+    case K_ENUM: {
+        if (!PyUnicode_Check(obj))
+            return type_error("str", obj);
+        Py_ssize_t i = find_str(p, obj);
+        if (i < 0) {
+            if (i == -1)
+                PyErr_Format(PyExc_ValueError, "%R is not a case of the enum", obj);
+            return -1;
+        }
+        lower_name(&out->of.enumeration, p->cnames[i], p->cname_lens[i]);
+        out->kind = K_ENUM;
+        return 0;
+    }
+    case K_FLAGS: {
+        PyObject *seq = PySequence_Fast(obj, "expected a set of flag names");
+        if (seq == NULL)
+            return -1;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        Py_ssize_t *found = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
+        if (found == NULL) {
+            Py_DECREF(seq);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t f = 0; f < n; f++) {
+            found[f] = find_str(p, PySequence_Fast_GET_ITEM(seq, f));
+            if (found[f] < 0) {
+                if (found[f] == -1)
+                    PyErr_Format(PyExc_ValueError, "%R is not a flag of the type",
+                                 PySequence_Fast_GET_ITEM(seq, f));
+                PyMem_Free(found);
+                Py_DECREF(seq);
+                return -1;
+            }
+        }
+        Py_DECREF(seq);
+        valflags_t flags;
+        W.valflags_new_uninit(&flags, (size_t)n);
+        for (Py_ssize_t f = 0; f < n; f++)
+            lower_name(&flags.data[f], p->cnames[found[f]], p->cname_lens[found[f]]);
+        PyMem_Free(found);
+        out->kind = K_FLAGS;
+        out->of.flags = flags;
+        return 0;
+    }
+    case K_OPTION: {
+        val_t *box = NULL;
+        if (obj != Py_None && (box = lower_boxed(p->kids[0], obj, ctx)) == NULL)
+            return -1;
+        out->kind = K_OPTION;
+        out->of.option = box;
+        return 0;
+    }
+    case K_RESULT: {
+        bool ok = PyObject_TypeCheck(obj, (PyTypeObject *)Ok_type);
+        if (!ok && !PyObject_TypeCheck(obj, (PyTypeObject *)Err_type))
+            return type_error("Ok or Err", obj);
+        const plan_t *kid = p->kids[ok ? 0 : 1];
+        val_t *box = NULL;
+        if (kid != NULL) {
+            PyObject *payload = PyObject_GetAttr(obj, str_value);
+            if (payload == NULL)
+                return -1;
+            box = lower_boxed(kid, payload, ctx);
+            Py_DECREF(payload);
+            if (box == NULL)
+                return -1;
+        }
+        out->kind = K_RESULT;
+        out->of.result.is_ok = ok;
+        out->of.result.val = box;
+        return 0;
+    }
+    case P_OWN: case P_BORROW:
+        return lower_resource(p, obj, out, ctx);
+    }
+    PyErr_Format(PyExc_SystemError, "plan kind %d cannot be lowered", p->kind);
+    return -1;
+}
+
+/* ---- HostFunc: one host function as wasmtime calls it --------------------------------------- */
+
+#define MAX_PARAMS 16
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *impl;      /* called with the canonical arguments */
+    PyObject *on_error;  /* on_error(exception) -> str: the trap message (and any bookkeeping) */
+    Py_ssize_t nparams;
+    plan_t *params[MAX_PARAMS];
+    plan_t *result;      /* NULL: the function returns nothing */
+} HostFunc;
+
+/* Calls and drops served here since the process started (under the GIL). */
+static unsigned long long calls_served, drops_served;
+
+static void HostFunc_dealloc(HostFunc *self) {
+    Py_XDECREF(self->impl);
+    Py_XDECREF(self->on_error);
+    for (Py_ssize_t i = 0; i < self->nparams; i++)
+        plan_free(self->params[i]);
+    plan_free(self->result);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int HostFunc_init(HostFunc *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"impl", "params", "result", "on_error", NULL};
+    PyObject *impl, *params, *result, *on_error;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!OO", kwlist, &impl, &PyTuple_Type, &params, &result,
+                                     &on_error))
+        return -1;
+    if (self->impl != NULL) {
+        PyErr_SetString(PyExc_TypeError, "HostFunc is initialised once");
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(params) > MAX_PARAMS) {
+        PyErr_Format(PyExc_ValueError, "host functions take at most %d parameters", MAX_PARAMS);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(params); i++) {
+        if ((self->params[i] = plan_new(PyTuple_GET_ITEM(params, i))) == NULL)
+            return -1;
+        self->nparams = i + 1;
+    }
+    if (result != Py_None && (self->result = plan_new(result)) == NULL)
+        return -1;
+    Py_INCREF(impl);
+    self->impl = impl;
+    Py_INCREF(on_error);
+    self->on_error = on_error;
+    return 0;
+}
+
+static PyTypeObject HostFuncType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wasm_runtime._hostcall.HostFunc",
+    .tp_basicsize = sizeof(HostFunc),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "HostFunc(impl, params, result, on_error): a host function with its value plans.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)HostFunc_init,
+    .tp_dealloc = (destructor)HostFunc_dealloc,
+};
+
+/* The pending Python exception as a wasmtime error, through the function's on_error. */
+static wt_error_t *error_from_exception(PyObject *on_error) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    PyObject *message = PyObject_CallOneArg(on_error, value ? value : Py_None);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    const char *text = message && PyUnicode_Check(message) ? PyUnicode_AsUTF8(message) : NULL;
+    if (text == NULL) {
+        PyErr_WriteUnraisable(on_error);
+        text = "host function failed";
+    }
+    wt_error_t *err = W.error_new(text);
+    Py_XDECREF(message);
+    return err;
+}
+
+static wt_error_t *call_host(void *env, wt_context_t *ctx, const void *ty, val_t *args, size_t nargs,
+                          val_t *results, size_t nresults) {
+    (void)ty;
+    HostFunc *self = env;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *argv[MAX_PARAMS];
+    Py_ssize_t lifted = 0;
+    PyObject *res = NULL;
+    wt_error_t *err = NULL;
+    calls_served++;
+    if ((Py_ssize_t)nargs != self->nparams || nresults != (self->result ? 1u : 0u)) {
+        PyErr_Format(PyExc_TypeError, "host function called with %zu arguments and %zu results; its type has %zd and %d",
+                     nargs, nresults, self->nparams, self->result ? 1 : 0);
+        goto fail;
+    }
+    for (; lifted < self->nparams; lifted++)
+        if ((argv[lifted] = lift(self->params[lifted], &args[lifted], ctx)) == NULL)
+            goto fail;
+    res = PyObject_Vectorcall(self->impl, argv, (size_t)lifted, NULL);
+    if (res == NULL)
+        goto fail;
+    if (self->result != NULL) {
+        if (lower(self->result, res, &results[0], ctx) < 0)
+            goto fail;
+    } else if (res != Py_None) {
+        PyErr_Format(PyExc_TypeError, "host function without a result returned %.200s", Py_TYPE(res)->tp_name);
+        goto fail;
+    }
+    goto done;
+fail:
+    err = error_from_exception(self->on_error);
+done:
+    Py_XDECREF(res);
+    for (Py_ssize_t i = 0; i < lifted; i++)
+        Py_DECREF(argv[i]);
+    PyGILState_Release(gil);
+    return err;
+}
+
+static wt_error_t *drop_resource(void *env, wt_context_t *ctx, uint32_t rep) {
+    (void)ctx;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    wt_error_t *err = NULL;
+    drops_served++;
+    PyObject *key = PyLong_FromUnsignedLong(rep);
+    PyObject *res = key ? PyObject_CallOneArg((PyObject *)env, key) : NULL;
+    Py_XDECREF(key);
+    if (res == NULL) {
+        /* The destructor is written not to raise; if it does, the guest's drop traps with it. */
+        PyErr_WriteUnraisable((PyObject *)env);
+        err = W.error_new("dropping a host resource failed");
+    }
+    Py_XDECREF(res);
+    PyGILState_Release(gil);
+    return err;
+}
+
+/* wasmtime drops a linker's functions on whatever thread frees it, possibly at exit. */
+static void release_env(void *env) {
+    if (!Py_IsInitialized() || _Py_IsFinalizing())
+        return;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_DECREF((PyObject *)env);
+    PyGILState_Release(gil);
+}
+
+/* ---- module functions -------------------------------------------------------------------- */
+
+static PyObject *error_result(wt_error_t *err) {
+    if (err == NULL)
+        Py_RETURN_NONE;
+    raise_wasmtime_error(err, "wasmtime refused the definition");
+    return NULL;
+}
+
+static PyObject *mod_add_func(PyObject *mod, PyObject *args) {
+    (void)mod;
+    unsigned long long instance;
+    const char *name;
+    Py_ssize_t name_len;
+    PyObject *func;
+    if (!PyArg_ParseTuple(args, "Ks#O!", &instance, &name, &name_len, &HostFuncType, &func))
+        return NULL;
+    if (!ready) {
+        PyErr_SetString(PyExc_RuntimeError, "wasm_runtime._hostcall.init() has not run");
+        return NULL;
+    }
+    Py_INCREF(func); /* released by wasmtime through release_env */
+    wt_error_t *err = W.add_func((void *)(uintptr_t)instance, name, (size_t)name_len, call_host, func, release_env);
+    if (err != NULL)
+        Py_DECREF(func);
+    return error_result(err);
+}
+
+static PyObject *mod_add_resource(PyObject *mod, PyObject *args) {
+    (void)mod;
+    unsigned long long instance, resource_type;
+    const char *name;
+    Py_ssize_t name_len;
+    PyObject *dtor;
+    if (!PyArg_ParseTuple(args, "Ks#KO", &instance, &name, &name_len, &resource_type, &dtor))
+        return NULL;
+    if (!ready) {
+        PyErr_SetString(PyExc_RuntimeError, "wasm_runtime._hostcall.init() has not run");
+        return NULL;
+    }
+    if (!PyCallable_Check(dtor))
+        return PyErr_Format(PyExc_TypeError, "dtor must be callable");
+    Py_INCREF(dtor);
+    wt_error_t *err = W.add_resource((void *)(uintptr_t)instance, name, (size_t)name_len,
+                                  (const void *)(uintptr_t)resource_type, drop_resource, dtor, release_env);
+    if (err != NULL)
+        Py_DECREF(dtor);
+    return error_result(err);
+}
+
+static int take_address(PyObject *addresses, const char *name, void **slot) {
+    PyObject *value = PyDict_GetItemString(addresses, name);
+    if (value == NULL) {
+        PyErr_Format(PyExc_KeyError, "init: no address for %s", name);
+        return -1;
+    }
+    *slot = PyLong_AsVoidPtr(value);
+    if (*slot == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "init: null address for %s", name);
+        return -1;
+    }
+    return 0;
+}
+
+#define TAKE(field, cname) if (take_address(addresses, cname, (void **)&W.field) < 0) return NULL
+
+static PyObject *mod_init(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *addresses, *ok, *err, *variant, *get, *pop, *add;
+    if (!PyArg_ParseTuple(args, "O!OOOOOO", &PyDict_Type, &addresses, &ok, &err, &variant, &get, &pop, &add))
+        return NULL;
+    if (!PyType_Check(ok) || !PyType_Check(err) || !PyType_Check(variant))
+        return PyErr_Format(PyExc_TypeError, "init: Ok, Err and Variant must be classes");
+    TAKE(error_new, "wasmtime_error_new");
+    TAKE(error_message, "wasmtime_error_message");
+    TAKE(error_delete, "wasmtime_error_delete");
+    TAKE(byte_vec_new, "wasm_byte_vec_new");
+    TAKE(byte_vec_delete, "wasm_byte_vec_delete");
+    TAKE(vallist_new_uninit, "wasmtime_component_vallist_new_uninit");
+    TAKE(vallist_delete, "wasmtime_component_vallist_delete");
+    TAKE(valtuple_new_uninit, "wasmtime_component_valtuple_new_uninit");
+    TAKE(valtuple_delete, "wasmtime_component_valtuple_delete");
+    TAKE(valrecord_new_uninit, "wasmtime_component_valrecord_new_uninit");
+    TAKE(valrecord_delete, "wasmtime_component_valrecord_delete");
+    TAKE(valflags_new_uninit, "wasmtime_component_valflags_new_uninit");
+    TAKE(valflags_delete, "wasmtime_component_valflags_delete");
+    TAKE(val_new, "wasmtime_component_val_new");
+    TAKE(val_free, "wasmtime_component_val_free");
+    TAKE(val_delete, "wasmtime_component_val_delete");
+    TAKE(resource_any_to_host, "wasmtime_component_resource_any_to_host");
+    TAKE(resource_host_rep, "wasmtime_component_resource_host_rep");
+    TAKE(resource_host_new, "wasmtime_component_resource_host_new");
+    TAKE(resource_host_delete, "wasmtime_component_resource_host_delete");
+    TAKE(resource_host_to_any, "wasmtime_component_resource_host_to_any");
+    TAKE(add_func, "wasmtime_component_linker_instance_add_func");
+    TAKE(add_resource, "wasmtime_component_linker_instance_add_resource");
+    PyObject **slots[] = {&Ok_type, &Err_type, &Variant_type, &table_get, &table_pop, &table_add};
+    PyObject *values[] = {ok, err, variant, get, pop, add};
+    for (size_t i = 0; i < sizeof slots / sizeof *slots; i++) {
+        Py_INCREF(values[i]);
+        Py_XSETREF(*slots[i], values[i]);
+    }
+    ready = true;
+    Py_RETURN_NONE;
+}
+
+/* Offsets and sizes as this file sees them, for _crossing.py to compare with wasmtime-py's. */
+static PyObject *mod_layout(PyObject *mod, PyObject *unused) {
+    (void)mod;
+    (void)unused;
+    return Py_BuildValue(
+        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
+        "sizeof(val)", (Py_ssize_t)sizeof(val_t),
+        "offsetof(val.of)", (Py_ssize_t)offsetof(val_t, of),
+        "sizeof(record_entry)", (Py_ssize_t)sizeof(record_entry_t),
+        "offsetof(record_entry.val)", (Py_ssize_t)offsetof(record_entry_t, val),
+        "offsetof(variant.val)", (Py_ssize_t)offsetof(valvariant_t, val),
+        "offsetof(result.val)", (Py_ssize_t)offsetof(valresult_t, val),
+        "sizeof(name)", (Py_ssize_t)sizeof(name_t),
+        "sizeof(list)", (Py_ssize_t)sizeof(vallist_t),
+        "sizeof(flags)", (Py_ssize_t)sizeof(valflags_t),
+        "offsetof(list.data)", (Py_ssize_t)offsetof(vallist_t, data));
+}
+
+static PyObject *mod_stats(PyObject *mod, PyObject *unused) {
+    (void)mod;
+    (void)unused;
+    return Py_BuildValue("{s:K,s:K}", "calls", calls_served, "drops", drops_served);
+}
+
+static PyMethodDef methods[] = {
+    {"stats", mod_stats, METH_NOARGS, "{'calls': host calls served, 'drops': resource drops served}."},
+    {"init", mod_init, METH_VARARGS,
+     "init(addresses, Ok, Err, Variant, table_get, table_pop, table_add): the library and the host's classes."},
+    {"add_func", mod_add_func, METH_VARARGS,
+     "add_func(linker_instance_address, name: bytes, func: HostFunc): define a host function."},
+    {"add_resource", mod_add_resource, METH_VARARGS,
+     "add_resource(linker_instance_address, name: bytes, resource_type_address, dtor): define a host resource."},
+    {"layout", mod_layout, METH_NOARGS, "The value layout this module was compiled with."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "wasm_runtime._hostcall",
+    "Host functions called by wasmtime in C: see wasm_runtime/_crossing.py.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__hostcall(void) {
+    if (PyType_Ready(&HostFuncType) < 0)
+        return NULL;
+    str_value = PyUnicode_InternFromString("value");
+    str_tag = PyUnicode_InternFromString("tag");
+    str_payload = PyUnicode_InternFromString("payload");
+    str_resource_id = PyUnicode_InternFromString("resource_id");
+    if (!str_value || !str_tag || !str_payload || !str_resource_id)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&HostFuncType);
+    if (PyModule_AddObject(m, "HostFunc", (PyObject *)&HostFuncType) < 0) {
+        Py_DECREF(&HostFuncType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
