@@ -1,13 +1,16 @@
-"""Host-call cost and list<u8> crossings, stock wasmtime-py against `wasm_runtime._fastcall`.
+"""Host-call cost and list<u8> crossings, stock wasmtime-py against edgefn's paths.
 
     .venv/bin/python -m bench.wasm_calls [--runs 5] [--json]
 
-`install()` is process-wide and cannot be undone, so each mode runs in its own child process
-(`--mode stock` never imports `_fastcall`); the parent prints one table of medians.
+edgefn's column is what the runtime uses: `wasm_runtime._fastcall` installed (guest exports and
+the values they carry) and host functions defined through `wasm_runtime._crossing` (C), written
+in canonical values (`harness.CanonicalHost`). `install()` is process-wide and cannot be undone,
+so each mode runs in its own child process (`--mode stock` never imports either); the parent
+prints one table of medians.
 
 Rows:
 - host call, wasm loop: a WAT guest calls the host in a wasm loop, so the figure is the host call
-  alone (trampoline, conversions, the Python function).
+  alone (the crossing, conversions, the Python function).
 - host call, Python guest: the componentize-py guest's loop, which adds the guest's own Python.
 - list<u8> host -> guest / guest -> host: one crossing of N bytes through a host function
   (`source` result / `sink` argument), measured around a guest export that does only that.
@@ -33,7 +36,7 @@ from typing import Any
 
 from wasmtime import Engine, Store
 from wasmtime import _ffi as ffi
-from wasmtime.component import Component
+from wasmtime.component import Component, Linker
 
 from tests.wasm_fastcall import harness  # the guest and host the correctness tests pin down
 
@@ -60,18 +63,31 @@ def _median_ms(runs: int, body: Callable[[], Any]) -> float:
     return statistics.median(times)
 
 
-def measure(mode: str, runs: int) -> dict[str, float]:
-    if mode == "fast":
-        from wasm_runtime import _fastcall
+def _linker_factory(mode: str) -> Callable[[Engine, Component], Linker]:
+    """How this mode links the fastcall guests' host interface."""
+    if mode == "stock":
+        host = harness.Host()
+        host.record_calls = False
 
-        _fastcall.install()
+        return lambda engine, component: harness.make_linker_for(engine, host, component)
+    from types import SimpleNamespace
+
+    from wasm_runtime import _context, _fastcall
+    from wasm_runtime._canon import ResourceTable
+
+    _fastcall.install()
+    _context.current.store = SimpleNamespace(table=ResourceTable())  # type: ignore[assignment]
+    impls = harness.CanonicalHost(record_calls=False).impls()
+    return lambda engine, component: harness.crossing_linker(engine, component, impls)
+
+
+def measure(mode: str, runs: int) -> dict[str, float]:
+    make_linker = _linker_factory(mode)
     engine = Engine()
     out: dict[str, float] = {}
 
     wat = Component(engine, harness.WAT_LOOPS)
-    host = harness.Host()
-    host.record_calls = False
-    loops = harness.Guest(engine, harness.make_linker_for(engine, host, wat), wat)
+    loops = harness.Guest(engine, make_linker(engine, wat), wat)
     n = 20_000 if mode == "fast" else 5_000
     loops.call("loop-noop", 100)
     loops.call("loop-add", 100)
@@ -81,7 +97,7 @@ def measure(mode: str, runs: int) -> dict[str, float]:
     )
 
     component = harness.load_guest(engine)
-    guest = harness.Guest(engine, harness.make_linker(engine, host), component)
+    guest = harness.Guest(engine, make_linker(engine, component), component)
     guest.call("loop-noop", 100)
     out["host call noop(), Python guest (us)"] = _median_us_per_call(
         runs, n, lambda: guest.call("loop-noop", n)
@@ -140,8 +156,6 @@ WAT_LATIN1 = """
 
 
 def _latin1_strings(engine: Engine, runs: int) -> dict[str, float]:
-    from wasmtime.component import Linker
-
     block = bytes(range(256)) * (MIB // 256)
     received: list[bytes] = []
     linker = Linker(engine)
@@ -238,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     width = max(len(k) for k in stock)
     title = f"figure (median of {args.runs} runs)"
-    print(f"| {title:<{width}} | stock wasmtime-py | _fastcall | speed-up |")
+    print(f"| {title:<{width}} | stock wasmtime-py | edgefn | speed-up |")
     print(f"| {'-' * width} | ---: | ---: | ---: |")
     for key, before in stock.items():
         after = fast[key]

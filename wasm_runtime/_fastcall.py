@@ -1,8 +1,9 @@
-"""C-speed `list<u8>` crossings and cheap host calls for wasmtime-py 49.0.0.
+"""C-speed `list<u8>` crossings and cheap guest calls for wasmtime-py 49.0.0.
 
 wasmtime-py converts a `list<u8>` one Python call per byte (about 2 s per MiB each way here) and
-rebuilds a host function's parameter and result types from C on every call. Bodies and the ~30
-host calls a request makes are the product, so this module replaces those paths, reaching beneath
+rebuilds a function's parameter and result types from C on every call. Host functions no longer
+pass through wasmtime-py at all (`_crossing`, in C); what still does, the calls of a guest's
+exports and the values they carry, is made cheap here, reaching beneath
 wasmtime-py's public API. Everything that does so lives here, guarded by an exact version check and
 a layout self-test, so that a wasmtime upgrade fails loudly instead of corrupting memory.
 
@@ -13,13 +14,10 @@ What `install()` changes, process-wide:
   fixed stride) instead of a Python call per byte. Other lists keep the generic path.
 - Type trees are memoized: `element`, `fields`, `cases`, `payload`, `ok`, `err`, variant tagging and
   case classes are computed once per type object instead of through C on every conversion.
-- The host-call trampoline (`_linker.func_impl`) keeps a conversion plan per host function and
-  function type. The type pointer wasmtime passes is a per-call temporary, so the plan is keyed by
-  what that temporary holds: the component's `Arc<ComponentTypes>` address and the `TypeFuncIndex`
-  (offsets 0 and 16, found by reading the 49.0.0 structure). The plan keeps a clone of the type, so
-  the Arc, hence the address, cannot be reused while the plan lives; plans are dropped when their
-  host function is finalized (its linker is gone), since wasmtime-py reuses function slots.
-- `Func.__call__` (calling a guest export) caches its parameter and result types the same way.
+- `Func.__call__` (calling a guest export) caches its parameter and result types, keyed by what
+  the type pointer wasmtime hands out holds: the component's `Arc<ComponentTypes>` address and the
+  `TypeFuncIndex` (offsets 0 and 16, found by reading the 49.0.0 structure). The cache keeps a
+  clone of the type, so the Arc, hence the address, cannot be reused while the entry lives.
 
 What it cannot change, because wasmtime does it in Rust behind the C API: each byte of a list<u8>
 is a 32-byte C value and a Rust `Val`, converted and type-checked one by one (about 40-50 ms per
@@ -45,11 +43,8 @@ from typing import Any
 import wasmtime
 import wasmtime.component._enter as _enter
 import wasmtime.component._func as _func
-import wasmtime.component._linker as _linker
 import wasmtime.component._types as _types
-from wasmtime import StoreContext, WasmtimeError
 from wasmtime import _ffi as ffi
-from wasmtime.component._resources import ResourceAny as _ResourceAny
 
 log = logging.getLogger(__name__)
 
@@ -72,20 +67,14 @@ _KIND_LIST = 13
 # TypeFuncIndex (u32) at 16. Only the first and last identify the function type.
 _FUNC_TYPE_KEY = struct.Struct("<Q8xI")
 _FUNC_TYPE_BYTES = ctypes.c_char * _FUNC_TYPE_KEY.size
-_FUNC_TYPE_P = ctypes.POINTER(ffi.wasmtime_component_func_type_t)
-# Plans kept per host function; more than this many types for one function means the linker is
-# shared by many components with different signatures, and the oldest plan is dropped.
-_MAX_PLANS_PER_FUNC = 8
 # Export type entries pin their component's type tables; past this many (components retired by
 # redeploys), the cache starts over rather than keep dead components' tables alive.
 _MAX_EXPORT_TYPES = 4096
 
 _lock = threading.Lock()
 _installed = False
-_plans: dict[tuple[int, int, int], _HostPlan] = {}
-_plan_keys_by_func: dict[int, list[tuple[int, int, int]]] = {}
 _export_types: dict[tuple[int, int], tuple[Any, list[Any], Any]] = {}
-_stats = {"host_plans_built": 0, "host_plan_hits": 0, "export_plans_built": 0, "export_plan_hits": 0}
+_stats = {"export_plans_built": 0, "export_plan_hits": 0}
 
 # Sized on demand: the kind byte of every element of a list<u8> vallist.
 _u8_kinds = memoryview(b"")
@@ -104,7 +93,7 @@ def is_installed() -> bool:
 
 def stats() -> dict[str, int]:
     """Plan cache counters, for tests and the benchmark: a hit is a host call with no type rebuild."""
-    return dict(_stats, host_plans=len(_plans), export_plans=len(_export_types))
+    return dict(_stats, export_plans=len(_export_types))
 
 
 def install() -> None:
@@ -123,8 +112,6 @@ def install() -> None:
             log.error("wasm_runtime._fastcall not installed, keeping wasmtime-py's slow paths: %s", problem)
             return
         _patch_types()
-        _linker.func_impl = _func_impl_c
-        _linker.func_finalize = _func_finalize_c
         _func.Func.__call__ = _func_call  # type: ignore[method-assign]
         _installed = True
 
@@ -319,174 +306,6 @@ def _patch_types() -> None:
     _types.ListType._is_bytes = _memo_is_bytes  # type: ignore[method-assign]
     _types.ListType.convert_to_c = _list_to_c  # type: ignore[method-assign]
     _types.ListType.convert_from_c = _list_from_c  # type: ignore[method-assign]
-
-
-# ---------------------------------------------------------------------------------------------
-# Host calls
-
-
-# Integer and float kinds whose payload is read straight from the value bytes:
-# type -> (value kind, struct code for the payload at offset 8).
-_SCALARS: dict[type, tuple[int, str]] = {
-    _types.Bool: (0, "?"), _types.S8: (1, "b"), _types.U8: (2, "B"), _types.S16: (3, "h"),
-    _types.U16: (4, "H"), _types.S32: (5, "i"), _types.U32: (6, "I"), _types.S64: (7, "q"),
-    _types.U64: (8, "Q"), _types.F32: (9, "f"), _types.F64: (10, "d"),
-}
-# Integer results written straight into the value: type -> (kind, unsigned code, bit mask).
-# ctypes wraps out-of-range ints silently when the generic path assigns the field; masking
-# writes the same bits.
-_INT_RESULTS: dict[type, tuple[int, str, int]] = {
-    _types.S8: (1, "B", 0xFF), _types.U8: (2, "B", 0xFF), _types.S16: (3, "H", 0xFFFF),
-    _types.U16: (4, "H", 0xFFFF), _types.S32: (5, "I", 0xFFFFFFFF), _types.U32: (6, "I", 0xFFFFFFFF),
-    _types.S64: (7, "Q", 0xFFFFFFFFFFFFFFFF), _types.U64: (8, "Q", 0xFFFFFFFFFFFFFFFF),
-}
-_SCALAR_BYTES = ctypes.c_char * 16
-
-
-_KIND_RESOURCE = 21
-_RESOURCE_ANY = ffi.wasmtime_component_resource_any_t
-_RESOURCE_ANY_P = ctypes.POINTER(_RESOURCE_ANY)
-
-
-def _read_resource(address: int) -> Any:
-    """`OwnType`/`BorrowType.convert_from_c`: take the handle pointer out of the value, leave NULL."""
-    found = ctypes.c_uint8.from_address(address + _KIND_OFFSET).value
-    if found != _KIND_RESOURCE:
-        raise AssertionError(f"expected a resource argument, found value kind {found}")
-    slot = ctypes.c_void_p.from_address(address + _PAYLOAD_OFFSET)
-    handle = slot.value
-    if not handle:
-        raise AssertionError("resource argument holds a null handle")
-    slot.value = None
-    return _ResourceAny._from_ptr(_RESOURCE_ANY_P(_RESOURCE_ANY.from_address(handle)))
-
-
-def _param_reader(ty: Any) -> Callable[[int], Any]:
-    """How to read one argument at an address: scalars from the raw bytes, the rest generically."""
-    if isinstance(ty, (_types.OwnType, _types.BorrowType)):
-        return _read_resource
-    scalar = _SCALARS.get(type(ty))
-    if scalar is None:
-        convert = ty.convert_from_c
-        return lambda address: convert(_VAL.from_address(address))
-    kind, code = scalar
-    unpack = struct.Struct("<B7x" + code).unpack_from
-    name = type(ty).__name__
-
-    def read(address: int) -> Any:
-        found, value = unpack(_SCALAR_BYTES.from_address(address).raw)
-        if found != kind:
-            raise AssertionError(f"expected a {name} argument, found value kind {found}")
-        return value
-
-    return read
-
-
-def _result_writer(ty: Any) -> Callable[[Any, Any, int], None]:
-    int_result = _INT_RESULTS.get(type(ty))
-    if int_result is None:
-        convert = ty.convert_to_c
-        return lambda store, value, address: convert(store, value, ctypes.pointer(_VAL.from_address(address)))
-    kind, code, mask = int_result
-    pack_into = struct.Struct("<B7x" + code).pack_into
-    message = f"expected int for {type(ty).__name__} type"
-
-    def write(store: Any, value: Any, address: int) -> None:
-        if not isinstance(value, int):
-            raise TypeError(message)
-        pack_into(_SCALAR_BYTES.from_address(address), 0, kind, value & mask)
-
-    return write
-
-
-class _HostPlan:
-    """How to convert one host function's arguments and result for one component function type."""
-
-    __slots__ = ("fty", "n_params", "readers", "write_result")
-
-    def __init__(self, fty: Any) -> None:
-        self.fty = fty  # owns a clone of the type: keeps the key's Arc address from being reused
-        self.readers = tuple(_param_reader(ty) for _, ty in fty.params)
-        self.n_params = len(self.readers)
-        result = fty.result
-        self.write_result = None if result is None else _result_writer(result)
-
-
-def _plan_for(idx: int, ty: int) -> _HostPlan:
-    types_addr, func_index = _FUNC_TYPE_KEY.unpack(_FUNC_TYPE_BYTES.from_address(ty).raw)
-    key = (idx, types_addr, func_index)
-    plan = _plans.get(key)
-    if plan is not None:
-        _stats["host_plan_hits"] += 1
-        return plan
-    clone = ffi.wasmtime_component_func_type_clone(ctypes.cast(ty, _FUNC_TYPE_P))
-    plan = _HostPlan(_types.FuncType._from_ptr(clone))
-    with _lock:
-        keys = _plan_keys_by_func.setdefault(idx, [])
-        if key not in _plans:
-            keys.append(key)
-            if len(keys) > _MAX_PLANS_PER_FUNC:
-                _plans.pop(keys.pop(0), None)
-        _plans[key] = plan
-        _stats["host_plans_built"] += 1
-    return plan
-
-
-def _func_impl(
-    idx: int | None, context: Any, ty: int, args: int, nargs: int, results: int, nresults: int
-) -> int:
-    """wasmtime-py's `func_impl` and `catch_exceptions` in one, minus the per-call type rebuild.
-
-    Errors travel as there: a WasmtimeError is handed to wasmtime as is; any other exception is
-    parked in `_enter.LAST_EXCEPTION`, which `enter_wasm` re-raises in the caller of the guest.
-    """
-    store = StoreContext(context)
-    try:
-        i = idx or 0
-        plan = _plan_for(i, ty)
-        if plan.n_params != nargs:
-            raise AssertionError(f"host function got {nargs} arguments, its type has {plan.n_params}")
-        result = _linker.FUNCTIONS.get(i)(
-            store, *[read(args + n * _STRIDE) for n, read in enumerate(plan.readers)]
-        )
-        if plan.write_result is None:
-            if nresults != 0 or result is not None:
-                raise AssertionError("host function without a result type returned a value")
-        else:
-            if nresults != 1:
-                raise AssertionError("host function result count does not match its type")
-            plan.write_result(store, result, results)
-        return 0
-    except WasmtimeError as exc:
-        return ctypes.cast(exc._consume(), ctypes.c_void_p).value or 0
-    except Exception as exc:
-        _enter.LAST_EXCEPTION = exc
-        return ctypes.cast(WasmtimeError("python exception")._consume(), ctypes.c_void_p).value or 0
-    finally:
-        store._invalidate()
-
-
-_CALLBACK = ctypes.CFUNCTYPE(
-    ctypes.c_size_t, ctypes.c_void_p, ctypes.POINTER(ffi.wasmtime_context_t), ctypes.c_void_p,
-    ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
-)
-# Same C signature as `wasmtime_component_func_callback_t`, but pointers arrive as ints, which
-# is cheaper than ctypes pointer objects; cast so `add_func`'s argtypes accept it.
-_func_impl_raw = _CALLBACK(_func_impl)
-_func_impl_c = ctypes.cast(_func_impl_raw, ffi.wasmtime_component_func_callback_t)
-
-
-def _func_finalize(idx: int | None) -> None:
-    """Runs when a host function's linker is gone: its slot may be reused, so forget its plans."""
-    i = idx or 0
-    with _lock:
-        for key in _plan_keys_by_func.pop(i, ()):
-            _plans.pop(key, None)
-    if _linker.FUNCTIONS:
-        _linker.FUNCTIONS.deallocate(i)
-
-
-_func_finalize_c = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_func_finalize)
 
 
 # ---------------------------------------------------------------------------------------------
