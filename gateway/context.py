@@ -49,6 +49,15 @@ class EdgeRequest:
     viewer: Viewer | None = None  # where the client is (edge.geo), when anything says so
 
     @property
+    def has_body(self) -> bool:
+        """Whether the headers announce a body (Transfer-Encoding, or a Content-Length other than
+        0). A target need not read a body that is not announced: HTTP/1.1 sends none then."""
+        return any(
+            k == b"transfer-encoding" or (k == b"content-length" and v.strip() != b"0")
+            for k, v in self.headers
+        )
+
+    @property
     def path_with_query(self) -> str:
         return self.path + ("?" + self.query.decode("latin-1") if self.query else "")
 

@@ -120,12 +120,6 @@ def _picked_first(candidates: list[EndpointState], headers: RawHeaders) -> list[
     return chosen + [e for e in candidates if e not in chosen]
 
 
-def _has_body(headers: RawHeaders) -> bool:
-    return any(
-        k == b"transfer-encoding" or (k == b"content-length" and v.strip() != b"0") for k, v in headers
-    )
-
-
 class _Destination:
     """What requests to one endpoint need, worked out once: pool key, `host`, path prefix."""
 
@@ -160,7 +154,7 @@ class OriginTarget:
 
     async def handle(self, request: EdgeRequest) -> EdgeResponse:
         headers = forwarded_headers(request, self.via)
-        body = request.body if _has_body(request.headers) else None
+        body = request.body if request.has_body else None
         raw_path = request.path_with_query.encode("latin-1")
         retry = request.method in IDEMPOTENT
         last: BaseException | None = None

@@ -210,7 +210,8 @@ def guest_request(request: EdgeRequest, via: bytes) -> GuestRequest:
         authority=request.host,
         path_with_query=request.path_with_query,
         headers=[(k.decode("latin-1"), v) for k, v in headers],
-        body=request.body,
+        # None: the guest's body stream ends at once, without a trip to the event loop for it
+        body=request.body if request.has_body else None,
     )
 
 
