@@ -15,8 +15,9 @@ Python side is. A `string` crosses as one buffer. So when a component is compile
 
 A guest's `list<u8>` reaches the adapter's memory by wasmtime's own compiled copy between the two
 components; the adapter passes (pointer, length) on to the host as a string in the component
-model's `latin1+utf16` encoding, which are the same bytes. Reads come back the same way. The host
-sees `str` of code points below 256 (`bytes.decode("latin-1")` and back are C-speed copies).
+model's `latin1+utf16` encoding, which are the same bytes. Reads come back the same way. wasmtime
+hands such a string to the host as UTF-8; the C crossing turns it into the bytes of its code
+points in one pass and back (`_crossing.plan_of(..., latin1=True)`), so the host sees bytes.
 
 Nothing about the guest changes: the wrapper's imports are the guest's own import sections, copied
 (_component_binary reads how far they go), and the guest is nested whole. A component this cannot
@@ -32,7 +33,6 @@ from typing import Any
 from wasmtime import Engine, WasmtimeError, wat2wasm
 from wasmtime.component import Component, ComponentInstanceType, FuncType
 
-from ._canon import Ok
 from ._component_binary import (
     ALIAS,
     COMPONENT,
@@ -385,24 +385,11 @@ def compile_adapted(engine: Engine, data: bytes, name: str) -> Component | None:
 # the host's side ---------------------------------------------------------------------------------
 
 
-def _write(stream: Any, contents: str) -> Any:
-    return stream.write(contents.encode("latin-1"))
-
-
-def _blocking_write_and_flush(stream: Any, contents: str) -> Any:
-    return stream.blocking_write_and_flush(contents.encode("latin-1"))
-
-
-def _as_text(result: Any) -> Any:
-    if isinstance(result, Ok):
-        return Ok(result.value.decode("latin-1"))
-    return result
-
-
-# `edgefn:io/bytes` on the host: the streams' own methods, with bytes as latin-1 text.
+# `edgefn:io/bytes` on the host: the streams' own methods. Its latin-1 strings are linked as bytes
+# (`_crossing.plan_of(..., latin1=True)`), so the host reads and writes them as any body chunk.
 HOST: dict[str, Callable[..., Any]] = {
-    "write": _write,
-    "blocking-write-and-flush": _blocking_write_and_flush,
-    "read": lambda stream, n: _as_text(stream.read(n)),
-    "blocking-read": lambda stream, n: _as_text(stream.blocking_read(n)),
+    "write": lambda stream, contents: stream.write(contents),
+    "blocking-write-and-flush": lambda stream, contents: stream.blocking_write_and_flush(contents),
+    "read": lambda stream, n: stream.read(n),
+    "blocking-read": lambda stream, n: stream.blocking_read(n),
 }

@@ -53,14 +53,18 @@ _SCALAR_KINDS: dict[type, int] = {
     _types.String: 12,
 }
 K_LIST, K_RECORD, K_TUPLE, K_VARIANT, K_ENUM, K_OPTION, K_RESULT, K_FLAGS = 13, 14, 15, 16, 17, 18, 19, 20
-P_OWN, P_BORROW, P_BYTES = 100, 101, 102
+P_OWN, P_BORROW, P_BYTES, P_LATIN1 = 100, 101, 102, 103
 
 _lock = threading.Lock()
 _installed = False
 
 
-def plan_of(ty: ValType) -> Plan:
-    """The plan `_hostcall` follows for values of `ty` (see `plan_new` in _hostcall.c)."""
+def plan_of(ty: ValType, latin1: bool = False) -> Plan:
+    """The plan `_hostcall` follows for values of `ty` (see `plan_new` in _hostcall.c). With
+    `latin1`, a `string` is bytes to the host: its code points, each below 256 (the body
+    adapter's text); a string outside that range traps."""
+    if latin1 and isinstance(ty, _types.String):
+        return (P_LATIN1,)
     kind = _SCALAR_KINDS.get(type(ty))
     if kind is not None:
         return (kind,)
@@ -70,18 +74,23 @@ def plan_of(ty: ValType) -> Plan:
         return (P_BORROW,)
     if isinstance(ty, ListType):
         element = ty.element
-        return (P_BYTES,) if isinstance(element, _types.U8) else (K_LIST, plan_of(element))
+        return (P_BYTES,) if isinstance(element, _types.U8) else (K_LIST, plan_of(element, latin1))
     if isinstance(ty, OptionType):
-        return (K_OPTION, plan_of(ty.payload))
+        return (K_OPTION, plan_of(ty.payload, latin1))
     if isinstance(ty, ResultType):
         ok, err = ty.ok, ty.err
-        return (K_RESULT, None if ok is None else plan_of(ok), None if err is None else plan_of(err))
+        return (
+            K_RESULT,
+            None if ok is None else plan_of(ok, latin1),
+            None if err is None else plan_of(err, latin1),
+        )
     if isinstance(ty, TupleType):
-        return (K_TUPLE, tuple(plan_of(e) for e in ty.elements))
+        return (K_TUPLE, tuple(plan_of(e, latin1) for e in ty.elements))
     if isinstance(ty, RecordType):
-        return (K_RECORD, tuple((name, plan_of(f)) for name, f in ty.fields))
+        return (K_RECORD, tuple((name, plan_of(f, latin1)) for name, f in ty.fields))
     if isinstance(ty, VariantType):
-        return (K_VARIANT, tuple((name, None if c is None else plan_of(c)) for name, c in ty.cases))
+        cases = ty.cases
+        return (K_VARIANT, tuple((name, None if c is None else plan_of(c, latin1)) for name, c in cases))
     if isinstance(ty, EnumType):
         return (K_ENUM, tuple(ty.names))
     if isinstance(ty, FlagsType):
@@ -112,6 +121,7 @@ def layout_problem() -> str | None:
 
 _FUNCTIONS = (
     "wasmtime_error_new", "wasmtime_error_message", "wasmtime_error_delete", "wasm_byte_vec_new",
+    "wasm_byte_vec_new_uninitialized",
     "wasm_byte_vec_delete", "wasmtime_component_vallist_new_uninit", "wasmtime_component_vallist_delete",
     "wasmtime_component_valtuple_new_uninit", "wasmtime_component_valtuple_delete",
     "wasmtime_component_valrecord_new_uninit", "wasmtime_component_valrecord_delete",
@@ -160,13 +170,14 @@ def add_func(
     impl: Callable[..., Any],
     fty: FuncType,
     on_error: Callable[[BaseException], str],
+    latin1: bool = False,
 ) -> _hostcall.HostFunc:
     """Defines `name` in `inst` as `impl`, called with canonical values; an exception it raises
-    (or a value that does not fit `fty`) becomes a trap whose message `on_error` writes."""
+    (or a value that does not fit `fty`) becomes a trap whose message `on_error` writes.
+    `latin1`: strings are bytes to `impl` (see `plan_of`)."""
     result = fty.result
-    func = _hostcall.HostFunc(
-        impl, tuple(plan_of(t) for _, t in fty.params), None if result is None else plan_of(result), on_error
-    )
+    params = tuple(plan_of(t, latin1) for _, t in fty.params)
+    func = _hostcall.HostFunc(impl, params, None if result is None else plan_of(result, latin1), on_error)
     _hostcall.add_func(_address(inst), name.encode(), func)
     return func
 

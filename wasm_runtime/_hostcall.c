@@ -96,8 +96,9 @@ enum {
     K_BOOL = 0, K_S8, K_U8, K_S16, K_U16, K_S32, K_U32, K_S64, K_U64, K_F32, K_F64, K_CHAR,
     K_STRING = 12, K_LIST = 13, K_RECORD = 14, K_TUPLE = 15, K_VARIANT = 16, K_ENUM = 17,
     K_OPTION = 18, K_RESULT = 19, K_FLAGS = 20, K_RESOURCE = 21,
-    /* Plan-only kinds: what a value of kind K_RESOURCE or K_LIST means to the host. */
+    /* Plan-only kinds: what a value of kind K_RESOURCE, K_LIST or K_STRING means to the host. */
     P_OWN = 100, P_BORROW = 101, P_BYTES = 102,
+    P_LATIN1 = 103, /* a string of code points below 256, which the host takes and gives as bytes */
 };
 
 typedef void wt_error_t;   /* wasmtime_error_t */
@@ -111,6 +112,7 @@ typedef wt_error_t *(*resource_dtor_t)(void *env, wt_context_t *ctx, uint32_t re
 static struct {
     wt_error_t *(*error_new)(const char *message);
     void (*byte_vec_new)(name_t *out, size_t size, const char *data);
+    void (*byte_vec_new_uninit)(name_t *out, size_t size);
     void (*vallist_new_uninit)(vallist_t *out, size_t size);
     void (*vallist_delete)(vallist_t *list);
     void (*valtuple_new_uninit)(vallist_t *out, size_t size);
@@ -234,7 +236,7 @@ static plan_t *plan_new(PyObject *spec) {
     switch (p->kind) {
     case K_BOOL: case K_S8: case K_U8: case K_S16: case K_U16: case K_S32: case K_U32:
     case K_S64: case K_U64: case K_F32: case K_F64: case K_CHAR: case K_STRING:
-    case P_BYTES: case P_OWN: case P_BORROW:
+    case P_BYTES: case P_OWN: case P_BORROW: case P_LATIN1:
         return p;
     case K_LIST: case K_OPTION:
         if (arg == NULL)
@@ -338,6 +340,34 @@ static PyObject *lift_resource(const plan_t *p, const val_t *v, wt_context_t *ct
     return obj;
 }
 
+/* The bytes of a UTF-8 string's code points, each below 256 (the body adapter's latin-1 text):
+ * one pass, where decoding to str and encoding to latin-1 take two and a str in between. */
+static PyObject *latin1_from_utf8(const name_t *s) {
+    const unsigned char *src = (const unsigned char *)s->data;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)s->size);
+    if (out == NULL)
+        return NULL;
+    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
+    size_t i = 0, n = 0;
+    while (i < s->size) {
+        unsigned char c = src[i];
+        if (c < 0x80) {
+            dst[n++] = c;
+            i++;
+        } else if ((c == 0xC2 || c == 0xC3) && i + 1 < s->size && (src[i + 1] & 0xC0) == 0x80) {
+            dst[n++] = (unsigned char)(((c & 0x1F) << 6) | (src[i + 1] & 0x3F));
+            i += 2;
+        } else {
+            Py_DECREF(out);
+            PyErr_Format(PyExc_ValueError, "string holds a code point above 255 at byte %zu", i);
+            return NULL;
+        }
+    }
+    if (n != s->size && _PyBytes_Resize(&out, (Py_ssize_t)n) < 0)
+        return NULL;
+    return out;
+}
+
 static PyObject *lift(const plan_t *p, const val_t *v, wt_context_t *ctx) {
     switch (p->kind) {
     case K_BOOL:
@@ -369,6 +399,8 @@ static PyObject *lift(const plan_t *p, const val_t *v, wt_context_t *ctx) {
             return NULL;
         return PyUnicode_DecodeUTF8(v->of.string.data ? v->of.string.data : "", (Py_ssize_t)v->of.string.size,
                                     "strict");
+    case P_LATIN1:
+        return expect_kind(v, K_STRING) < 0 ? NULL : latin1_from_utf8(&v->of.string);
     case P_BYTES: {
         if (expect_kind(v, K_LIST) < 0)
             return NULL;
@@ -635,6 +667,37 @@ static int lower_resource(const plan_t *p, PyObject *obj, val_t *out, wt_context
     return 0;
 }
 
+/* Bytes as the UTF-8 string of the same code points (the reverse of latin1_from_utf8). */
+static int latin1_to_utf8(PyObject *obj, val_t *out) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
+        return -1;
+    const unsigned char *src = view.buf;
+    size_t high = 0;
+    for (Py_ssize_t i = 0; i < view.len; i++)
+        high += src[i] >> 7;
+    name_t text;
+    W.byte_vec_new_uninit(&text, (size_t)view.len + high);
+    unsigned char *dst = (unsigned char *)text.data;
+    if (high == 0) {
+        memcpy(dst, src, (size_t)view.len);
+    } else {
+        for (Py_ssize_t i = 0; i < view.len; i++) {
+            unsigned char c = src[i];
+            if (c < 0x80) {
+                *dst++ = c;
+            } else {
+                *dst++ = (unsigned char)(0xC0 | (c >> 6));
+                *dst++ = (unsigned char)(0x80 | (c & 0x3F));
+            }
+        }
+    }
+    PyBuffer_Release(&view);
+    out->kind = K_STRING;
+    out->of.string = text;
+    return 0;
+}
+
 static int lower(const plan_t *p, PyObject *obj, val_t *out, wt_context_t *ctx) {
     switch (p->kind) {
     case K_BOOL:
@@ -673,6 +736,8 @@ static int lower(const plan_t *p, PyObject *obj, val_t *out, wt_context_t *ctx) 
         out->kind = K_STRING;
         return 0;
     }
+    case P_LATIN1:
+        return latin1_to_utf8(obj, out);
     case P_BYTES: {
         Py_buffer view;
         if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
@@ -1052,6 +1117,7 @@ static PyObject *mod_init(PyObject *mod, PyObject *args) {
     TAKE(error_message, "wasmtime_error_message");
     TAKE(error_delete, "wasmtime_error_delete");
     TAKE(byte_vec_new, "wasm_byte_vec_new");
+    TAKE(byte_vec_new_uninit, "wasm_byte_vec_new_uninitialized");
     TAKE(byte_vec_delete, "wasm_byte_vec_delete");
     TAKE(vallist_new_uninit, "wasmtime_component_vallist_new_uninit");
     TAKE(vallist_delete, "wasmtime_component_vallist_delete");

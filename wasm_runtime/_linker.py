@@ -27,7 +27,7 @@ from wasmtime.component import (
 
 from . import _crossing
 from ._context import HostAbort, current, inv, table
-from ._wasi import IMPLS, method_impl
+from ._wasi import IMPLS, LATIN1_STRINGS, method_impl
 from .ids import BY_NAME, RID
 
 log = logging.getLogger("edgefn.wasm")
@@ -113,4 +113,6 @@ def _define(
                 method_impl(name) if iface.startswith(("wasi:http/", "wasi:io/")) else None
             )
             where = f"{iface}#{name}"
-            _crossing.add_func(inst, name, impl or _unavailable(where), ty, _on_error(where))
+            _crossing.add_func(
+                inst, name, impl or _unavailable(where), ty, _on_error(where), latin1=iface in LATIN1_STRINGS
+            )

@@ -152,6 +152,10 @@ IMPLS: dict[str, dict[str, Impl]] = {
 }
 
 
+# Interfaces whose `string`s are bytes to the host (each code point one byte): the body adapter's.
+LATIN1_STRINGS = frozenset({_body_adapter.INTERFACE})
+
+
 def method_impl(func_name: str) -> Impl | None:
     """`[method]res.some-name` -> a call of `obj.some_name(...)` on the host object."""
     if not func_name.startswith("[method]"):
