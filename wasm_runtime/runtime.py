@@ -207,6 +207,8 @@ class Runtime:
                 return
             self.engine.increment_epoch()
             self.epoch_ticks += 1
+            for inv in list(self._active):  # a guest computing between host calls holds no post long
+                inv.send_held(late_only=True)
 
     def _guest_started(self) -> None:
         with self._running_changed:
@@ -469,7 +471,7 @@ class Runtime:
             self._guest_ended()
             stats.duration_ms = (time.perf_counter() - t0) * 1000
             self.threads.release(key)
-            inv.post(_settle, ended)
+            inv.post(_settle, ended, hold=False)  # and with it whatever the guest's posts held
             # Only now, with the body's end and the stats on their way to the loop: tearing a used
             # Store down takes ~0.2 ms (unmapping its memory), and left to the garbage collector
             # (a spent instance is often in a reference cycle) it ran in the middle of a later

@@ -44,3 +44,27 @@ def test_idle_runtime_does_not_tick_and_a_loop_still_times_out(
     assert elapsed >= 0.45  # the pause before it never shortens a deadline
     assert elapsed < 5.0  # generous: the loop is stopped by the ticker, not left to run
     assert idle_again == 0
+
+
+def test_what_a_guest_wrote_reaches_the_loop_while_it_computes(components: dict[str, Path], data_dir: Path) -> None:
+    """A guest's posts (head, chunks) are held for company, but not past HOLD_S plus a tick: one
+    that answers and then computes without a host call is seen at once, not at its timeout."""
+
+    async def main() -> tuple[float, bytes, float, BaseException | None]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["spin"])
+            t0 = time.perf_counter()
+            resp = await rt.invoke(comp, request("/answer-then-spin"), limits=Limits(timeout_s=3))
+            first = await resp.body.__anext__()
+            seen = time.perf_counter() - t0
+            error: BaseException | None = None
+            try:
+                await drain(resp)
+            except FunctionTimeout as exc:
+                error = exc
+            return seen, first, time.perf_counter() - t0, error
+
+    seen, first, ended, error = arun(main())
+    assert first == b"first"
+    assert seen < 1.0, f"the head and first chunk took {seen:.3f} s: held until the guest ended"
+    assert ended >= 2.5 and isinstance(error, FunctionTimeout)  # it was still spinning meanwhile

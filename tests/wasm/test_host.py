@@ -92,3 +92,42 @@ def test_host_calls_and_drops_cross_in_c(components: dict[str, Path], data_dir: 
     assert body
     assert after["calls"] - before["calls"] >= 30  # a hello request makes 34-48 host calls
     assert after["drops"] > before["drops"]  # the guest drops some of its handles itself
+
+
+def test_held_posts_reach_the_loop_together_and_in_order() -> None:
+    """A running guest's posts wait for a kick (it waits, returns, or HOLD_S passes), then the
+    loop runs them all in one wake-up, in the order they were posted."""
+    import threading
+    import time
+
+    from wasm_runtime._context import HOLD_S, LoopPoster
+
+    async def main() -> tuple[list[int], list[int], list[int]]:
+        loop = asyncio.get_running_loop()
+        poster = LoopPoster(loop)
+        ran: list[int] = []
+        wakeups: list[int] = []
+        real_drain = poster._drain
+        poster._drain = lambda: (wakeups.append(len(poster._calls)), real_drain())  # type: ignore[method-assign]
+
+        def guest() -> None:
+            for i in range(3):
+                poster.post(ran.append, (i,), hold=True)
+            poster.kick(late_only=True)  # not late yet: nothing is sent
+
+        await asyncio.to_thread(guest)
+        await asyncio.sleep(0.05)
+        before_kick = list(ran)
+        threading.Thread(target=poster.kick).start()
+        await asyncio.sleep(0.05)
+        after_kick = list(ran)
+        poster.post(ran.append, (3,), hold=True)
+        time.sleep(HOLD_S * 2)
+        poster.post(ran.append, (4,), hold=True)  # the first has waited long enough: sent now
+        await asyncio.sleep(0.05)
+        return before_kick, after_kick, [*ran, -1, *wakeups]
+
+    before_kick, after_kick, rest = arun(main())
+    assert before_kick == []
+    assert after_kick == [0, 1, 2]
+    assert rest == [0, 1, 2, 3, 4, -1, 3, 2]  # two wake-ups: three calls, then two
