@@ -465,25 +465,27 @@ def _reading(results: Results, opts: Options) -> list[str]:
         "### Why, target by target",
         "",
         f"- **hello, fresh instance**: `Runtime.invoke` alone needs {inproc('fresh_ms')} ms for a fresh "
-        f"instance ({inproc('instantiate_ms')} ms of it instantiating from Python; the rest is the "
-        "guest's first `handle`, whose ~30 host calls are Python), where `wasmtime serve` answers the "
-        f"whole HTTP request in {p50('wasmtime fresh')} ms (p50, one connection): it instantiates from "
-        "a pooling allocator in microseconds and its host calls are Rust. At 64 connections "
-        "`wasmtime serve` also uses both cores for wasm and host alike; edgefn's wasm runs with the GIL "
-        "released, but every host call takes it.",
+        f"instance ({inproc('instantiate_ms')} ms of it instantiating on the request path; the rest is "
+        "the guest's first `handle`: its own first run, page faults and lazily filled tables, which "
+        "`wasmtime serve` pays too, and 48 host calls), where `wasmtime serve` answers the whole HTTP "
+        f"request in {p50('wasmtime fresh')} ms (p50, one connection). Host calls cross in C "
+        "(wasm_runtime/_hostcall.c) since December 2026 but their bodies are Python, which holds the "
+        "GIL: one guest executes at a time per process, and `--workers N` uses the cores, where "
+        "`wasmtime serve` uses both for wasm and host alike.",
         f"- **hello, instance reuse**: a warm instance costs `Runtime.invoke` {inproc('reuse_ms')} ms "
         f"plus the gateway around it (table above), against {p50('wasmtime reuse')} "
         "ms for the whole request in `wasmtime serve`. The bench's `hello-reuse` has `provisioned = "
         f"{PROVISIONED}`, and the warm pool keeps as many idle instances as were in flight recently "
-        "(wasm_runtime/_pool.py; it kept 4 before December 2026), so at 64 connections requests find "
-        "a warm instance; what is left is the guest's `handle` (host calls in Python) and the gateway.",
+        "(wasm_runtime/_pool.py), so at 64 connections requests find a warm instance; what is left is "
+        "the guest's wasm (about 0.3 ms), its 34 host calls' Python bodies (about 0.2 ms), the hand-off "
+        "between the event loop and the guest's thread, and the gateway's own Python per request.",
         f"- **20 MB stream**: edgefn moved {fmt(edge_mib, 1)} MiB/s. The guest's bytes reach the host "
         "through the byte adapter (wasm_runtime/_body_adapter.py, see "
         f"[performance-wasm-calls.md]({WASM_CALLS_DOC})): a small component composed around the guest "
         "when it is compiled takes each `list<u8>` by wasmtime's own copy and hands it on as one "
         "latin-1 string, where wasmtime 49's C API would build a 32-byte value per byte (16-18 MiB/s "
-        "before December 2026). What is left per MiB is wasmtime's latin-1 to UTF-8 and wasmtime-py's "
-        "decode (about 4-6 ms for bytes above 127, 1-2 ms for ASCII) and the Python of 20 writes; "
+        "before December 2026). What is left per MiB is wasmtime's latin-1 to UTF-8 and the crossing's "
+        "UTF-8 back to bytes (one pass in C), the copies between them and the Python of 20 writes; "
         "`wasmtime serve` copies the bytes once.",
         "- **TTFB**: the 16-byte figure runs from the request to the first body byte and so includes "
         "instantiation and the guest's start, which makes it an upper bound of the target's \"after the "
