@@ -639,22 +639,27 @@ static int lower_seq(const plan_t *p, PyObject *obj, val_t *out, wt_context_t *c
     return 0;
 }
 
+/* `value` (a new reference, or NULL with an exception set) as a u32, released. */
+static int take_u32(PyObject *value, uint32_t *out) {
+    if (value == NULL)
+        return -1;
+    unsigned long n = PyLong_AsUnsignedLong(value);
+    Py_DECREF(value);
+    if (n == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    if (n > UINT32_MAX) {
+        PyErr_Format(PyExc_OverflowError, "%lu does not fit a resource id or handle", n);
+        return -1;
+    }
+    *out = (uint32_t)n;
+    return 0;
+}
+
 static int lower_resource(const plan_t *p, PyObject *obj, val_t *out, wt_context_t *ctx) {
-    PyObject *rid_obj = PyObject_GetAttr(obj, str_resource_id);
-    if (rid_obj == NULL)
+    uint32_t rid, rep;
+    if (take_u32(PyObject_GetAttr(obj, str_resource_id), &rid) < 0 || take_u32(PyObject_CallOneArg(table_add, obj), &rep) < 0)
         return -1;
-    unsigned long rid = PyLong_AsUnsignedLong(rid_obj);
-    Py_DECREF(rid_obj);
-    if (rid == (unsigned long)-1 && PyErr_Occurred())
-        return -1;
-    PyObject *rep_obj = PyObject_CallOneArg(table_add, obj);
-    if (rep_obj == NULL)
-        return -1;
-    unsigned long rep = PyLong_AsUnsignedLong(rep_obj);
-    Py_DECREF(rep_obj);
-    if (rep == (unsigned long)-1 && PyErr_Occurred())
-        return -1;
-    void *host = W.resource_host_new(p->kind == P_OWN, (uint32_t)rep, (uint32_t)rid);
+    void *host = W.resource_host_new(p->kind == P_OWN, rep, rid);
     void *any = NULL;
     wt_error_t *err = W.resource_host_to_any(ctx, host, &any);
     W.resource_host_delete(host);
@@ -1041,11 +1046,19 @@ static void release_env(void *env) {
 
 /* ---- module functions -------------------------------------------------------------------- */
 
-static PyObject *error_result(wt_error_t *err) {
+/* After a definition that handed `env` (one reference) to wasmtime: on refusal, take it back. */
+static PyObject *defined(wt_error_t *err, PyObject *env) {
     if (err == NULL)
         Py_RETURN_NONE;
+    Py_DECREF(env);
     raise_wasmtime_error(err, "wasmtime refused the definition");
     return NULL;
+}
+
+static bool initialised(void) {
+    if (!ready)
+        PyErr_SetString(PyExc_RuntimeError, "wasm_runtime._hostcall.init() has not run");
+    return ready;
 }
 
 static PyObject *mod_add_func(PyObject *mod, PyObject *args) {
@@ -1054,17 +1067,11 @@ static PyObject *mod_add_func(PyObject *mod, PyObject *args) {
     const char *name;
     Py_ssize_t name_len;
     PyObject *func;
-    if (!PyArg_ParseTuple(args, "Ks#O!", &instance, &name, &name_len, &HostFuncType, &func))
+    if (!PyArg_ParseTuple(args, "Ks#O!", &instance, &name, &name_len, &HostFuncType, &func) || !initialised())
         return NULL;
-    if (!ready) {
-        PyErr_SetString(PyExc_RuntimeError, "wasm_runtime._hostcall.init() has not run");
-        return NULL;
-    }
     Py_INCREF(func); /* released by wasmtime through release_env */
-    wt_error_t *err = W.add_func((void *)(uintptr_t)instance, name, (size_t)name_len, call_host, func, release_env);
-    if (err != NULL)
-        Py_DECREF(func);
-    return error_result(err);
+    return defined(W.add_func((void *)(uintptr_t)instance, name, (size_t)name_len, call_host, func, release_env),
+                   func);
 }
 
 static PyObject *mod_add_resource(PyObject *mod, PyObject *args) {
@@ -1073,20 +1080,14 @@ static PyObject *mod_add_resource(PyObject *mod, PyObject *args) {
     const char *name;
     Py_ssize_t name_len;
     PyObject *dtor;
-    if (!PyArg_ParseTuple(args, "Ks#KO", &instance, &name, &name_len, &resource_type, &dtor))
+    if (!PyArg_ParseTuple(args, "Ks#KO", &instance, &name, &name_len, &resource_type, &dtor) || !initialised())
         return NULL;
-    if (!ready) {
-        PyErr_SetString(PyExc_RuntimeError, "wasm_runtime._hostcall.init() has not run");
-        return NULL;
-    }
     if (!PyCallable_Check(dtor))
         return PyErr_Format(PyExc_TypeError, "dtor must be callable");
-    Py_INCREF(dtor);
-    wt_error_t *err = W.add_resource((void *)(uintptr_t)instance, name, (size_t)name_len,
-                                  (const void *)(uintptr_t)resource_type, drop_resource, dtor, release_env);
-    if (err != NULL)
-        Py_DECREF(dtor);
-    return error_result(err);
+    Py_INCREF(dtor); /* released by wasmtime through release_env */
+    return defined(W.add_resource((void *)(uintptr_t)instance, name, (size_t)name_len,
+                                  (const void *)(uintptr_t)resource_type, drop_resource, dtor, release_env),
+                   dtor);
 }
 
 static int take_address(PyObject *addresses, const char *name, void **slot) {
