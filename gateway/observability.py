@@ -6,8 +6,10 @@ two gateways in one process (tests, workers) never share counters by accident.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from asyncio import _get_running_loop as asyncio_running_loop
 from json.encoder import encode_basestring_ascii as _q
 from typing import Any
 
@@ -67,12 +69,71 @@ def log_access(ctx: RequestContext, method: str, host: str, path: str, client: s
         f'"status":{ctx.status:d},"bytes_in":{ctx.bytes_in:d},"bytes_out":{ctx.bytes_out:d},'
         f'"duration_ms":{round(ctx.elapsed_ms(), 3)!r},"error":{"null" if error is None else _q(error)}}}'
     )
-    handlers = _plain_handlers(access_log)
+    emit_line(access_log, line)
+
+
+class LoopBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The gateway's log handler: a StreamHandler whose lines written on an event loop's thread
+    leave together, once per pass of the loop.
+
+    A function request writes six lines (START, its guest's, END, REPORT, the access log), and
+    each write is a system call during which a guest's thread took the GIL from the loop: at the
+    default INFO level the loop spent ~0.3 ms more per hello than at WARNING. Lines from other
+    threads, and any line once the loop is gone, are written at once (after what is pending, so
+    the order holds); `flush` (and `logging.shutdown` at exit) writes what is pending."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is queued on
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+            return
+        self.write_line(line)
+
+    def write_line(self, line: str) -> None:
+        loop = asyncio_running_loop()
+        with self.lock:  # type: ignore[union-attr]
+            if loop is None or loop.is_closed():
+                self._pending.append(line + self.terminator)
+                self._write_pending()
+                return
+            if self._flush_on is not loop:
+                self._flush_on = loop
+                loop.call_soon(self.flush)
+            self._pending.append(line + self.terminator)
+
+    def _write_pending(self) -> None:
+        self._flush_on = None
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self.stream.write(text)
+            super().flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._pending:
+                self._write_pending()
+            else:
+                super().flush()
+
+
+def emit_line(logger: logging.Logger, line: str) -> None:
+    """`logger.info(line)`, written straight to the gateway's own handlers when that is all
+    `logging` would do with it (see `_plain_handlers`)."""
+    handlers = _plain_handlers(logger)
     if handlers is None:
-        access_log.info(line)
+        logger.info(line)
         return
     for handler in handlers:
-        _write(handler, line)
+        _write(handler, line, logger)
 
 
 def _plain_handlers(logger: logging.Logger) -> list[logging.StreamHandler[Any]] | None:
@@ -89,7 +150,7 @@ def _plain_handlers(logger: logging.Logger) -> list[logging.StreamHandler[Any]] 
         for handler in current.handlers:
             if handler.level > logging.INFO:
                 continue
-            if type(handler) is not logging.StreamHandler or handler.filters:
+            if type(handler) not in (logging.StreamHandler, LoopBatchedHandler) or handler.filters:
                 return None
             fmt = handler.formatter
             if fmt is not None and not (
@@ -103,8 +164,14 @@ def _plain_handlers(logger: logging.Logger) -> list[logging.StreamHandler[Any]] 
     return found  # none at all: logging's last resort takes only WARNING and up, so nothing
 
 
-def _write(handler: logging.StreamHandler[Any], line: str) -> None:
-    """What StreamHandler.emit does with a record whose formatted text is `line`."""
+def _write(handler: logging.StreamHandler[Any], line: str, logger: logging.Logger) -> None:
+    """What the handler's emit does with a record whose formatted text is `line`."""
+    if isinstance(handler, LoopBatchedHandler):
+        try:
+            handler.write_line(line)
+        except Exception:
+            handler.handleError(logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, None, None))
+        return
     try:
         handler.acquire()
         try:
@@ -115,5 +182,5 @@ def _write(handler: logging.StreamHandler[Any], line: str) -> None:
     except RecursionError:
         raise
     except Exception:
-        record = access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, line, None, None)
+        record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, None, None)
         handler.handleError(record)

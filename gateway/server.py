@@ -27,6 +27,7 @@ import uvicorn
 
 from gateway.admin.app import admin_app
 from gateway.app import Gateway
+from gateway.observability import LoopBatchedHandler
 from routes import Config, load_config
 
 log = logging.getLogger("edgefn.server")
@@ -68,7 +69,7 @@ def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level,
         format="%(message)s" if level != "DEBUG" else "%(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+        handlers=[LoopBatchedHandler(sys.stderr)],
     )
 
 

@@ -20,7 +20,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+from gateway.observability import emit_line
 
 log = logging.getLogger("edgefn.function")
 
@@ -39,7 +41,15 @@ class LogLine:
     message: str
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        # spelled out: dataclasses.asdict deep-copies field by field, ~10 us a line
+        return {
+            "ts": self.ts,
+            "function": self.function,
+            "version": self.version,
+            "request_id": self.request_id,
+            "stream": self.stream,
+            "message": self.message,
+        }
 
 
 @dataclass
@@ -113,7 +123,7 @@ class FunctionLogs:
             except RuntimeError:  # the follower's loop is gone; it cannot be listening
                 self._followers.discard(follower)
         if log.isEnabledFor(logging.INFO):
-            log.info(json.dumps(line.as_dict(), separators=(",", ":")))
+            emit_line(log, json.dumps(line.as_dict(), separators=(",", ":")))
 
     def lines(self, function: str, limit: int | None = None, request_id: str | None = None) -> list[LogLine]:
         with self._lock:

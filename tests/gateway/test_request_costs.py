@@ -245,3 +245,58 @@ def test_a_function_is_handed_a_request_body_only_when_one_is_announced(
     request = EdgeRequest("POST", "http", "example.test", "/", b"", headers, body, "192.0.2.1")
     assert request.has_body is announced
     assert guest_request(request, b"1.1 edgefn").body is (body if announced else None)
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        return super().write(s)
+
+
+def test_log_lines_of_one_loop_pass_leave_in_one_write_and_in_order() -> None:
+    """The gateway's handler: a request's lines written on the loop go out together at the end of
+    the loop's pass; a line from another thread goes at once, after what was pending."""
+    import asyncio
+    import threading
+
+    from gateway.observability import LoopBatchedHandler
+
+    stream = _CountingStream()
+    handler = LoopBatchedHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("edgefn.test-batched")
+    logger.handlers, logger.propagate = [handler], False
+    logger.setLevel(logging.INFO)
+
+    async def main() -> tuple[str, int, str, int]:
+        for i in range(4):
+            logger.info("line %d", i)
+        during = (stream.getvalue(), stream.writes)
+        await asyncio.sleep(0)  # the pass ends: the queued flush runs
+        await asyncio.sleep(0)
+        after = (stream.getvalue(), stream.writes)
+        return during + after
+
+    during_text, during_writes, after_text, after_writes = asyncio.run(main())
+    assert (during_text, during_writes) == ("", 0)
+    assert after_text == "line 0\nline 1\nline 2\nline 3\n" and after_writes == 1
+
+    async def pending_then_thread() -> None:
+        logger.info("on the loop")
+        thread = threading.Thread(target=logger.info, args=("from a thread",))
+        thread.start()
+        thread.join()
+
+    asyncio.run(pending_then_thread())
+    assert stream.getvalue().endswith("on the loop\nfrom a thread\n")
+
+    async def flushed_before_the_pass_ends() -> str:
+        logger.info("at exit")
+        handler.flush()  # what logging.shutdown does at exit, whatever the loop does next
+        return stream.getvalue()
+
+    assert asyncio.run(flushed_before_the_pass_ends()).endswith("at exit\n")
