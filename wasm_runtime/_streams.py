@@ -24,6 +24,7 @@ from ._context import Invocation, inv
 from .ids import RID
 
 SINK_CAPACITY = 1 << 20
+HOLD_BYTES = 64 << 10  # flushed chunks smaller than this ride with the guest's other posts
 # One list<u8> crossing is capped by wasmtime 49's hostcall fuel (about 2.7 MB; beyond it the
 # call traps and poisons the instance) and costs a value array of 32 bytes per byte: reads
 # return, and check-write permits, at most this much (`Invocation.io_max`) unless the guest
@@ -195,7 +196,9 @@ class ChunkSink:
         with self._inv.cond:
             self._chunks.append(chunk)
             self._queued += len(chunk)
-        self._inv.post(self._event.set)
+        # A small chunk waits for company (see LoopPoster); a big one is worth its wake-up, and
+        # the loop sends it while the guest makes the next
+        self._inv.post(self._event.set, hold=len(chunk) < HOLD_BYTES)
 
     def close(self, error: BaseException | None = None) -> None:
         if self.closed:
