@@ -71,13 +71,13 @@ class InvocationRecord:
         logs.end(self.function, self.version, self.request_id, report)
         metrics = self.telemetry.metrics
         if metrics is not None:
-            labels = (self.function, self.version)
-            metrics.concurrent.labels(*labels).dec()
-            metrics.duration.labels(*labels).observe(stats.duration_ms / 1000.0)
+            name, version = self.function, self.version
+            metrics.child(metrics.concurrent, name, version).dec()
+            metrics.child(metrics.duration, name, version).observe(stats.duration_ms / 1000.0)
             if stats.max_memory_bytes:
-                metrics.memory.labels(*labels).observe(stats.max_memory_bytes)
+                metrics.child(metrics.memory, name, version).observe(stats.max_memory_bytes)
             if error is not None or (status is not None and status >= 500):
-                metrics.errors.labels(*labels).inc()
+                metrics.child(metrics.errors, name, version).inc()
 
 
 class InvocationTelemetry:
@@ -100,11 +100,12 @@ class InvocationTelemetry:
         if traceparent is not None and parse_traceparent(traceparent) is None:
             traceparent = None
         self.logs.start(function, version, request_id)
-        if self.metrics is not None:
-            self.metrics.invocations.labels(function, version).inc()
-            self.metrics.concurrent.labels(function, version).inc()
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.child(metrics.invocations, function, version).inc()
+            metrics.child(metrics.concurrent, function, version).inc()
         return InvocationRecord(self, function, version, request_id, memory_mb, traceparent, tuple(secrets))
 
     def throttled(self, function: str, version: str) -> None:
         if self.metrics is not None:
-            self.metrics.throttles.labels(function, version).inc()
+            self.metrics.child(self.metrics.throttles, function, version).inc()

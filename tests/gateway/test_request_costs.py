@@ -300,3 +300,18 @@ def test_log_lines_of_one_loop_pass_leave_in_one_write_and_in_order() -> None:
         return stream.getvalue()
 
     assert asyncio.run(flushed_before_the_pass_ends()).endswith("at exit\n")
+
+
+def test_function_metric_children_are_looked_up_once_and_made_only_when_used() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from gateway.functions.metrics import FunctionMetrics
+
+    metrics = FunctionMetrics(CollectorRegistry())
+    child = metrics.child(metrics.invocations, "f", "1")
+    assert metrics.child(metrics.invocations, "f", "1") is child
+    assert metrics.child(metrics.invocations, "f", "2") is not child
+    assert metrics.child(metrics.errors, "f", "1") is not child  # same labels, another metric
+    text = generate_latest(metrics.registry).decode()
+    assert 'edgefn_function_invocations_total{function="f",version="1"} 0.0' in text
+    assert "edgefn_function_throttles_total{" not in text  # never touched: absent, as with labels()
