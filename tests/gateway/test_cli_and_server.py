@@ -224,7 +224,8 @@ origin = "web"
         assert len(children) >= 2
         assert all(httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200 for _ in range(10))
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        code = proc.wait(timeout=20)
+        assert code == 0, proc.stderr.read()[-4000:] if proc.stderr else code
     finally:
         if proc.poll() is None:
             proc.kill()
