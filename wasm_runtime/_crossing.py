@@ -45,15 +45,19 @@ from ._canon import Err, Ok, ResourceTable
 
 Plan = tuple[Any, ...]
 
-# Kind numbers shared with _hostcall.c: wasmtime's own value kinds, then what a resource handle
-# or a list<u8> means to the host.
+# Plan kinds, as _hostcall.c numbers them: wasmtime's value kinds (upper case, checked against
+# wasmtime-py's by `layout_problem`), then what a resource handle, a list<u8> or latin-1 text
+# means to the host (lower case).
+_KIND = _hostcall.KINDS
 _SCALAR_KINDS: dict[type, int] = {
-    _types.Bool: 0, _types.S8: 1, _types.U8: 2, _types.S16: 3, _types.U16: 4, _types.S32: 5,
-    _types.U32: 6, _types.S64: 7, _types.U64: 8, _types.F32: 9, _types.F64: 10, _types.Char: 11,
-    _types.String: 12,
+    _types.Bool: _KIND["BOOL"], _types.S8: _KIND["S8"], _types.U8: _KIND["U8"], _types.S16: _KIND["S16"],
+    _types.U16: _KIND["U16"], _types.S32: _KIND["S32"], _types.U32: _KIND["U32"], _types.S64: _KIND["S64"],
+    _types.U64: _KIND["U64"], _types.F32: _KIND["F32"], _types.F64: _KIND["F64"], _types.Char: _KIND["CHAR"],
+    _types.String: _KIND["STRING"],
 }
-K_LIST, K_RECORD, K_TUPLE, K_VARIANT, K_ENUM, K_OPTION, K_RESULT, K_FLAGS = 13, 14, 15, 16, 17, 18, 19, 20
-P_OWN, P_BORROW, P_BYTES, P_LATIN1 = 100, 101, 102, 103
+K_LIST, K_RECORD, K_TUPLE, K_VARIANT = _KIND["LIST"], _KIND["RECORD"], _KIND["TUPLE"], _KIND["VARIANT"]
+K_ENUM, K_OPTION, K_RESULT, K_FLAGS = _KIND["ENUM"], _KIND["OPTION"], _KIND["RESULT"], _KIND["FLAGS"]
+P_OWN, P_BORROW, P_BYTES, P_LATIN1 = _KIND["own"], _KIND["borrow"], _KIND["bytes"], _KIND["latin1"]
 
 _lock = threading.Lock()
 _installed = False
@@ -116,6 +120,10 @@ def layout_problem() -> str | None:
     for what, value in expected.items():
         if found.get(what) != value:
             return f"{what} is {found.get(what)} in _hostcall.c, {value} in wasmtime-py"
+    for name, kind in _KIND.items():
+        theirs = getattr(ffi, f"WASMTIME_COMPONENT_{name}").value if name.isupper() else kind
+        if kind != theirs:
+            return f"value kind {name} is {kind} in _hostcall.c, {theirs} in wasmtime-py"
     return None
 
 
@@ -125,8 +133,7 @@ _FUNCTIONS = (
     "wasm_byte_vec_delete", "wasmtime_component_vallist_new_uninit", "wasmtime_component_vallist_delete",
     "wasmtime_component_valtuple_new_uninit", "wasmtime_component_valtuple_delete",
     "wasmtime_component_valrecord_new_uninit", "wasmtime_component_valrecord_delete",
-    "wasmtime_component_valflags_new_uninit", "wasmtime_component_valflags_delete",
-    "wasmtime_component_val_new", "wasmtime_component_val_free", "wasmtime_component_val_delete",
+    "wasmtime_component_valflags_new_uninit", "wasmtime_component_val_new", "wasmtime_component_val_free",
     "wasmtime_component_resource_any_to_host", "wasmtime_component_resource_host_rep",
     "wasmtime_component_resource_host_new", "wasmtime_component_resource_host_delete",
     "wasmtime_component_resource_host_to_any", "wasmtime_component_linker_instance_add_func",

@@ -120,10 +120,8 @@ static struct {
     void (*valrecord_new_uninit)(valrecord_t *out, size_t size);
     void (*valrecord_delete)(valrecord_t *record);
     void (*valflags_new_uninit)(valflags_t *out, size_t size);
-    void (*valflags_delete)(valflags_t *flags);
     val_t *(*val_new)(val_t *val);
     void (*val_free)(val_t *val);
-    void (*val_delete)(val_t *val);
     wt_error_t *(*resource_any_to_host)(wt_context_t *ctx, const void *any, void **host_out);
     uint32_t (*resource_host_rep)(const void *host);
     void *(*resource_host_new)(bool owned, uint32_t rep, uint32_t ty);
@@ -310,16 +308,7 @@ static Py_ssize_t find_name(const plan_t *p, const name_t *name) {
 
 static PyObject *lift(const plan_t *p, const val_t *v, wt_context_t *ctx);
 
-static int expect_kind(const val_t *v, int kind) {
-    if (v->kind == kind)
-        return 0;
-    PyErr_Format(PyExc_TypeError, "component value of kind %d where kind %d was expected", v->kind, kind);
-    return -1;
-}
-
 static PyObject *lift_resource(const plan_t *p, const val_t *v, wt_context_t *ctx) {
-    if (expect_kind(v, K_RESOURCE) < 0)
-        return NULL;
     if (v->of.resource == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "resource argument holds a null handle");
         return NULL;
@@ -368,42 +357,57 @@ static PyObject *latin1_from_utf8(const name_t *s) {
     return out;
 }
 
+/* The kind of component value a plan reads and writes: its own, but for the plan-only kinds. */
+static int value_kind(int plan_kind) {
+    switch (plan_kind) {
+    case P_OWN: case P_BORROW:
+        return K_RESOURCE;
+    case P_BYTES:
+        return K_LIST;
+    case P_LATIN1:
+        return K_STRING;
+    default:
+        return plan_kind;
+    }
+}
+
 static PyObject *lift(const plan_t *p, const val_t *v, wt_context_t *ctx) {
+    if (v->kind != value_kind(p->kind)) {
+        PyErr_Format(PyExc_TypeError, "component value of kind %d where kind %d was expected", v->kind,
+                     value_kind(p->kind));
+        return NULL;
+    }
     switch (p->kind) {
     case K_BOOL:
-        return expect_kind(v, K_BOOL) < 0 ? NULL : PyBool_FromLong(v->of.boolean);
+        return PyBool_FromLong(v->of.boolean);
     case K_S8:
-        return expect_kind(v, K_S8) < 0 ? NULL : PyLong_FromLong(v->of.s8);
+        return PyLong_FromLong(v->of.s8);
     case K_U8:
-        return expect_kind(v, K_U8) < 0 ? NULL : PyLong_FromLong(v->of.u8);
+        return PyLong_FromLong(v->of.u8);
     case K_S16:
-        return expect_kind(v, K_S16) < 0 ? NULL : PyLong_FromLong(v->of.s16);
+        return PyLong_FromLong(v->of.s16);
     case K_U16:
-        return expect_kind(v, K_U16) < 0 ? NULL : PyLong_FromLong(v->of.u16);
+        return PyLong_FromLong(v->of.u16);
     case K_S32:
-        return expect_kind(v, K_S32) < 0 ? NULL : PyLong_FromLong(v->of.s32);
+        return PyLong_FromLong(v->of.s32);
     case K_U32:
-        return expect_kind(v, K_U32) < 0 ? NULL : PyLong_FromUnsignedLong(v->of.u32);
+        return PyLong_FromUnsignedLong(v->of.u32);
     case K_S64:
-        return expect_kind(v, K_S64) < 0 ? NULL : PyLong_FromLongLong(v->of.s64);
+        return PyLong_FromLongLong(v->of.s64);
     case K_U64:
-        return expect_kind(v, K_U64) < 0 ? NULL : PyLong_FromUnsignedLongLong(v->of.u64);
+        return PyLong_FromUnsignedLongLong(v->of.u64);
     case K_F32:
-        return expect_kind(v, K_F32) < 0 ? NULL : PyFloat_FromDouble(v->of.f32);
+        return PyFloat_FromDouble(v->of.f32);
     case K_F64:
-        return expect_kind(v, K_F64) < 0 ? NULL : PyFloat_FromDouble(v->of.f64);
+        return PyFloat_FromDouble(v->of.f64);
     case K_CHAR:
-        return expect_kind(v, K_CHAR) < 0 ? NULL : PyUnicode_FromOrdinal((int)v->of.character);
+        return PyUnicode_FromOrdinal((int)v->of.character);
     case K_STRING:
-        if (expect_kind(v, K_STRING) < 0)
-            return NULL;
         return PyUnicode_DecodeUTF8(v->of.string.data ? v->of.string.data : "", (Py_ssize_t)v->of.string.size,
                                     "strict");
     case P_LATIN1:
-        return expect_kind(v, K_STRING) < 0 ? NULL : latin1_from_utf8(&v->of.string);
+        return latin1_from_utf8(&v->of.string);
     case P_BYTES: {
-        if (expect_kind(v, K_LIST) < 0)
-            return NULL;
         size_t n = v->of.list.size;
         PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
         if (out == NULL)
@@ -422,8 +426,6 @@ static PyObject *lift(const plan_t *p, const val_t *v, wt_context_t *ctx) {
     }
     case K_LIST: case K_TUPLE: {
         bool tuple = p->kind == K_TUPLE;
-        if (expect_kind(v, p->kind) < 0)
-            return NULL;
         const vallist_t *items = tuple ? &v->of.tuple : &v->of.list;
         if (tuple && (Py_ssize_t)items->size != p->n) {
             PyErr_Format(PyExc_TypeError, "tuple of %zu values where %zd were expected", items->size, p->n);
@@ -446,8 +448,6 @@ static PyObject *lift(const plan_t *p, const val_t *v, wt_context_t *ctx) {
         return out;
     }
     case K_RECORD: {
-        if (expect_kind(v, K_RECORD) < 0)
-            return NULL;
         const valrecord_t *rec = &v->of.record;
         if ((Py_ssize_t)rec->size != p->n) {
             PyErr_Format(PyExc_TypeError, "record of %zu fields where %zd were expected", rec->size, p->n);
@@ -468,8 +468,6 @@ static PyObject *lift(const plan_t *p, const val_t *v, wt_context_t *ctx) {
         return out;
     }
     case K_VARIANT: {
-        if (expect_kind(v, K_VARIANT) < 0)
-            return NULL;
         Py_ssize_t i = find_name(p, &v->of.variant.discriminant);
         if (i < 0) {
             PyErr_SetString(PyExc_TypeError, "variant case not in the function's type");
@@ -487,8 +485,6 @@ static PyObject *lift(const plan_t *p, const val_t *v, wt_context_t *ctx) {
         return out;
     }
     case K_ENUM: {
-        if (expect_kind(v, K_ENUM) < 0)
-            return NULL;
         Py_ssize_t i = find_name(p, &v->of.enumeration);
         if (i < 0) {
             PyErr_SetString(PyExc_TypeError, "enum case not in the function's type");
@@ -498,8 +494,6 @@ static PyObject *lift(const plan_t *p, const val_t *v, wt_context_t *ctx) {
         return p->names[i];
     }
     case K_FLAGS: {
-        if (expect_kind(v, K_FLAGS) < 0)
-            return NULL;
         PyObject *out = PySet_New(NULL);
         if (out == NULL)
             return NULL;
@@ -515,14 +509,10 @@ static PyObject *lift(const plan_t *p, const val_t *v, wt_context_t *ctx) {
         return out;
     }
     case K_OPTION:
-        if (expect_kind(v, K_OPTION) < 0)
-            return NULL;
         if (v->of.option == NULL)
             Py_RETURN_NONE;
         return lift(p->kids[0], v->of.option, ctx);
     case K_RESULT: {
-        if (expect_kind(v, K_RESULT) < 0)
-            return NULL;
         const plan_t *kid = p->kids[v->of.result.is_ok ? 0 : 1];
         PyObject *payload;
         if (kid != NULL && v->of.result.val != NULL) {
@@ -1127,10 +1117,8 @@ static PyObject *mod_init(PyObject *mod, PyObject *args) {
     TAKE(valrecord_new_uninit, "wasmtime_component_valrecord_new_uninit");
     TAKE(valrecord_delete, "wasmtime_component_valrecord_delete");
     TAKE(valflags_new_uninit, "wasmtime_component_valflags_new_uninit");
-    TAKE(valflags_delete, "wasmtime_component_valflags_delete");
     TAKE(val_new, "wasmtime_component_val_new");
     TAKE(val_free, "wasmtime_component_val_free");
-    TAKE(val_delete, "wasmtime_component_val_delete");
     TAKE(resource_any_to_host, "wasmtime_component_resource_any_to_host");
     TAKE(resource_host_rep, "wasmtime_component_resource_host_rep");
     TAKE(resource_host_new, "wasmtime_component_resource_host_new");
@@ -1205,6 +1193,21 @@ PyMODINIT_FUNC PyInit__hostcall(void) {
     Py_INCREF(&HostFuncType);
     if (PyModule_AddObject(m, "HostFunc", (PyObject *)&HostFuncType) < 0) {
         Py_DECREF(&HostFuncType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    /* The kind numbers of plans, named as wasmtime names its value kinds (WASMTIME_COMPONENT_*),
+     * for _crossing.py to build plans with and to check against wasmtime-py's. */
+    PyObject *kinds = Py_BuildValue(
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,"
+        "s:i,s:i,s:i,s:i}",
+        "BOOL", K_BOOL, "S8", K_S8, "U8", K_U8, "S16", K_S16, "U16", K_U16, "S32", K_S32, "U32", K_U32,
+        "S64", K_S64, "U64", K_U64, "F32", K_F32, "F64", K_F64, "CHAR", K_CHAR, "STRING", K_STRING,
+        "LIST", K_LIST, "RECORD", K_RECORD, "TUPLE", K_TUPLE, "VARIANT", K_VARIANT, "ENUM", K_ENUM,
+        "OPTION", K_OPTION, "RESULT", K_RESULT, "FLAGS", K_FLAGS, "RESOURCE", K_RESOURCE,
+        "own", P_OWN, "borrow", P_BORROW, "bytes", P_BYTES, "latin1", P_LATIN1);
+    if (kinds == NULL || PyModule_AddObject(m, "KINDS", kinds) < 0) {
+        Py_XDECREF(kinds);
         Py_DECREF(m);
         return NULL;
     }

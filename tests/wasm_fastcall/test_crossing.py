@@ -132,3 +132,8 @@ def test_a_mismatched_value_layout_is_refused(monkeypatch: pytest.MonkeyPatch) -
     wrong = dict(_hostcall.layout(), **{"offsetof(val.of)": 16})
     monkeypatch.setattr(_hostcall, "layout", lambda: wrong)
     assert _crossing.layout_problem() == "offsetof(val.of) is 16 in _hostcall.c, 8 in wasmtime-py"
+
+
+def test_a_mismatched_value_kind_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_crossing, "_KIND", dict(_hostcall.KINDS, RESOURCE=22))
+    assert _crossing.layout_problem() == "value kind RESOURCE is 22 in _hostcall.c, 21 in wasmtime-py"
