@@ -75,28 +75,28 @@ class LoopPoster:
         """Raises RuntimeError if the loop is closed."""
         with self._lock:
             self._calls.append((fn, args))
-            if self._armed:
+            if not self._armed and self._held_since is None:
+                self._held_since = time.monotonic()
+            if not self._take_arming(late_only=hold):
                 return
-            if hold:
-                now = time.monotonic()
-                if self._held_since is None:
-                    self._held_since = now
-                if now - self._held_since < HOLD_S:
-                    return
-            self._armed = True
-            self._held_since = None
         self._arm()
 
     def kick(self, late_only: bool = False) -> None:
         """Sends the held calls now (with `late_only`, only if they have waited HOLD_S).
         Raises RuntimeError if the loop is closed."""
         with self._lock:
-            held = self._held_since
-            if self._armed or held is None or (late_only and time.monotonic() - held < HOLD_S):
+            if not self._take_arming(late_only):
                 return
-            self._armed = True
-            self._held_since = None
         self._arm()
+
+    def _take_arming(self, late_only: bool) -> bool:
+        """Under the lock: whether the caller is the one to arm the drain (it is then armed)."""
+        held = self._held_since
+        if self._armed or held is None or (late_only and time.monotonic() - held < HOLD_S):
+            return False
+        self._armed = True
+        self._held_since = None
+        return True
 
     def _arm(self) -> None:
         try:
