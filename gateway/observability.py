@@ -115,14 +115,11 @@ class LoopBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             text = "".join(self._pending)
             self._pending.clear()
             self.stream.write(text)
-            super().flush()
+        super().flush()
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            if self._pending:
-                self._write_pending()
-            else:
-                super().flush()
+            self._write_pending()
 
 
 def emit_line(logger: logging.Logger, line: str) -> None:
