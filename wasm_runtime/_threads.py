@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import threading
 import time
 from dataclasses import dataclass
 
+from ._gate import Start, carried
 from .errors import FunctionFailed, FunctionThrottled
+
+log = logging.getLogger("edgefn.wasm")
 
 
 @dataclass(eq=False)
@@ -142,3 +146,81 @@ class ThreadSlots:
         except RuntimeError:  # its loop has closed: nobody waits for this slot any more
             if waiter.granted:
                 self.release(waiter.key)
+
+
+class _Carrier:
+    __slots__ = ("job", "wake")
+
+    def __init__(self) -> None:
+        self.job: Start | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
+class GuestThreads:
+    """The threads guests run on, where concurrent.futures.ThreadPoolExecutor was.
+
+    A job goes to the thread that went idle last, whose stack (and often the instance the guest
+    reuses) is still in the caches; the executor woke whichever had waited longest. And a thread
+    whose guest has finished carries on with the next one in line (RunGate.leave), so under load
+    guests follow one another on one thread without a wake-up between them. Threads are made on
+    demand and kept; ThreadSlots bounds how many jobs, and so how many threads, there are at once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._idle: list[_Carrier] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def count(self) -> int:
+        return len(self._threads)
+
+    def start(self, job: Start) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the guest threads are shut down")
+            if self._idle:
+                carrier = self._idle.pop()
+                carrier.job = job
+                carrier.wake.release()
+                return
+            thread = threading.Thread(
+                target=self._carry, args=(job,), name=f"{self._name}_{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+        thread.start()
+
+    def _carry(self, job: Start | None) -> None:
+        carrier = _Carrier()
+        while True:
+            while job is not None:
+                try:
+                    job.run()
+                except BaseException:  # a runtime bug; the job handed on, if any, is still carried
+                    log.exception("a guest thread's job failed")
+                job = carried()
+            with self._lock:
+                if self._closed:
+                    return
+                self._idle.append(carrier)
+            carrier.wake.acquire()
+            job, carrier.job = carrier.job, None
+            if job is None:
+                return
+
+    def close(self, timeout_s: float) -> None:
+        """Stop the idle threads, and wait up to `timeout_s` for the busy ones to finish."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            threads = list(self._threads)
+        for carrier in idle:
+            carrier.wake.release()  # with no job: the thread returns
+        deadline = time.monotonic() + timeout_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("guest thread %s still running at shutdown", thread.name)

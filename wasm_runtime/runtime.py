@@ -36,12 +36,12 @@ from . import _body_adapter, _compat, _memory_probe
 from ._canon import Err, Ok
 from ._compile import cache_settings, compile_guest
 from ._context import GuestExit, HostAbort, HostCancelled, HostTimeout, Invocation, StoreState, current
-from ._gate import RunGate
+from ._gate import RunGate, Start
 from ._http import IncomingRequest, OutgoingResponse, ResponseOutparam
 from ._linker import build_linker
 from ._pool import Warm, WarmPool
 from ._streams import MAX_IO, ChunkSink
-from ._threads import ThreadSlots
+from ._threads import GuestThreads, ThreadSlots
 from .api import GuestRequest, GuestResponse, InvocationStats, Limits, OutboundTransport
 from .errors import FunctionError, FunctionFailed, FunctionTimeout, FunctionTrap, InvalidComponent
 from .ids import RID
@@ -52,6 +52,7 @@ log = logging.getLogger("edgefn.wasm")
 TICK_S = 0.01
 DEFAULT_THREADS = 512  # threads are cheap; a held Python guest's instance memory is what bounds this
 STATS_WAIT_S = 0.1
+SHUTDOWN_WAIT_S = 10.0  # for running guests to end once cancelled (wasm is interrupted at once)
 # A running guest is checked every CHECK_TICKS * TICK_S (20 ms) of its execution: cancelled or past
 # its deadline, it stops; with others waiting for the run gate, it hands its place on.
 CHECK_TICKS = 2
@@ -85,6 +86,14 @@ def _on_epoch_deadline(_ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
     """Runs on the guest's thread each time its epoch deadline passes: trap if the invocation
     is over (timeout, client gone, shutdown), else look again in CHECK_TICKS. This is what lets
     a CPU-bound guest be cancelled, not only one that is waiting in a host call."""
+    try:
+        return _epoch_check(delta, kind)
+    except BaseException as exc:  # raised into wasmtime, an error here aborted the whole process
+        log.exception("the epoch check failed; stopping the guest")
+        return _trap(f"edgefn: runtime error at an epoch check: {exc}")
+
+
+def _epoch_check(delta: Any, kind: Any) -> int:
     inv = current.inv
     if inv is not None:
         if inv.cancelled:
@@ -160,8 +169,10 @@ class Runtime:
         self.transport: OutboundTransport = transport or HttpxTransport()
         self._own_transport = transport is None
         self.threads = ThreadSlots(max_threads, max_threads_per_function)
-        self.gate = RunGate(max_executing if max_executing is not None else _default_executing())
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="wasm")
+        self.guests = GuestThreads("wasm")
+        self.gate = RunGate(
+            max_executing if max_executing is not None else _default_executing(), self.guests.start
+        )
         self._cache: cachetools.LRUCache[str, LoadedComponent] = cachetools.LRUCache(cache_size)
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._active: set[Invocation] = set()
@@ -407,8 +418,23 @@ class Runtime:
         stats.thread_wait_ms = await self.threads.acquire(key, inv.deadline) * 1000
         head: asyncio.Future[tuple[int, list[tuple[str, bytes]], ChunkSink]] = loop.create_future()
         ended: asyncio.Future[None] = loop.create_future()
+
+        def refuse(error: FunctionError) -> None:
+            self.threads.release(key)
+            if not head.done():
+                head.set_exception(error)
+
+        job = Start(inv, lambda: self._run(component, inv, head, ended, stats, key, pool), refuse)
+        expiry: asyncio.TimerHandle | None = None
         try:
-            loop.run_in_executor(self._executor, self._run, component, inv, head, ended, stats, key, pool)
+            if self.gate.admit(job):
+                try:
+                    self.guests.start(job)
+                except BaseException:
+                    self.gate.leave(inv)
+                    raise
+            else:  # in line without a thread: the line does not watch its deadline, this does
+                expiry = loop.call_later(max(0.0, inv.deadline - time.monotonic()), self._expire, job)
         except BaseException:
             self.threads.release(key)
             raise
@@ -416,8 +442,17 @@ class Runtime:
             status, headers, sink = await head
         except BaseException:
             inv.cancel()
+            if expiry is not None and self.gate.withdraw(job):
+                self.threads.release(key)
             raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
         return GuestResponse(status, headers, self._body(inv, sink, ended), stats)
+
+    def _expire(self, job: Start) -> None:
+        if self.gate.withdraw(job):
+            job.refuse(_timed_out(job.inv))
 
     async def _body(
         self, inv: Invocation, sink: ChunkSink, ended: asyncio.Future[None]
@@ -448,6 +483,7 @@ class Runtime:
         key: str,
         pool: WarmPool | None,
     ) -> None:
+        """The whole of one invocation on its guest thread (a `Start`'s `run`)."""
         t0 = time.perf_counter()
         self._active.add(inv)
         self._guest_started()
@@ -471,7 +507,10 @@ class Runtime:
             self._guest_ended()
             stats.duration_ms = (time.perf_counter() - t0) * 1000
             self.threads.release(key)
-            inv.post(_settle, ended, hold=False)  # and with it whatever the guest's posts held
+            try:
+                inv.post(_settle, ended, hold=False)  # and with it whatever the guest's posts held
+            except RuntimeError:
+                log.debug("the caller's event loop closed before %s ended", comp.name)
             # Only now, with the body's end and the stats on their way to the loop: tearing a used
             # Store down takes ~0.2 ms (unmapping its memory), and left to the garbage collector
             # (a spent instance is often in a reference cycle) it ran in the middle of a later
@@ -509,15 +548,12 @@ class Runtime:
         spent: list[Warm],
     ) -> None:
         current.inv = inv
-        inv.gate = self.gate
+        inv.gate = self.gate  # the invocation holds a place in it already (RunGate.admit, leave)
         try:
-            self.gate.enter(inv)
+            inv.check()  # it may have waited in line past its deadline, or its client gone
         except HostAbort as exc:
-            outcome.fail(
-                FunctionTimeout(f"the function ran longer than {inv.limits.timeout_s:g} s")
-                if isinstance(exc, HostTimeout)
-                else FunctionFailed("cancelled: the client went away")
-            )
+            outcome.fail(_timed_out(inv) if isinstance(exc, HostTimeout) else _cancelled())
+            self.gate.leave(inv, finished=True)
             return
         try:
             fresh = inv.limits.instance_reuse < 1
@@ -535,7 +571,7 @@ class Runtime:
                 # memory is new to the caches) by about as much as it saved (see _pool.py).
                 self._provision(comp, pool)
         finally:
-            self.gate.leave(inv)
+            self.gate.leave(inv, finished=True)
 
     def _serve(
         self,
@@ -607,14 +643,14 @@ class Runtime:
         if isinstance(abort, GuestExit):
             return _ExitOk() if abort.ok else FunctionFailed("the function exited with an error status")
         if isinstance(abort, HostTimeout):
-            return FunctionTimeout(f"the function ran longer than {inv.limits.timeout_s:g} s")
+            return _timed_out(inv)
         if isinstance(abort, HostCancelled) or inv.cancelled:
             # A guest that traps because its write failed after the client left did not crash.
-            return FunctionFailed("cancelled: the client went away")
+            return _cancelled()
         text = str(exc)
         cause = text.split("Caused by:", 1)[-1] if "Caused by:" in text else text
         if "interrupt" in text or time.monotonic() >= inv.deadline:
-            return FunctionTimeout(f"the function ran longer than {inv.limits.timeout_s:g} s")
+            return _timed_out(inv)
         if inv.host_error is not None:
             return FunctionTrap(f"host error: {inv.host_error}")
         first = next((ln.strip() for ln in cause.splitlines() if ln.strip()), "trap")
@@ -633,8 +669,10 @@ class Runtime:
         longest = max((inv.limits.timeout_s for inv in running), default=0.0)
         for _ in range(math.ceil(longest / TICK_S) + 2):
             self.engine.increment_epoch()
+        for job in self.gate.close():
+            job.refuse(FunctionFailed("the runtime is shutting down"))
         await asyncio.to_thread(self._ticker.join, 1.0)
-        await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
+        await asyncio.to_thread(self.guests.close, SHUTDOWN_WAIT_S)
         await asyncio.to_thread(self._maker.shutdown, True, cancel_futures=True)
         self._pools.clear()
         if self._own_transport and isinstance(self.transport, HttpxTransport):
@@ -661,6 +699,14 @@ def _lowest_priority() -> None:
     guest's CPU and cache and slowed its request by more than the instantiation it saved."""
     with contextlib.suppress(OSError, AttributeError):  # not permitted, or not on Linux
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+def _timed_out(inv: Invocation) -> FunctionTimeout:
+    return FunctionTimeout(f"the function ran longer than {inv.limits.timeout_s:g} s")
+
+
+def _cancelled() -> FunctionFailed:
+    return FunctionFailed("cancelled: the client went away")
 
 
 def _settle(ended: asyncio.Future[None]) -> None:

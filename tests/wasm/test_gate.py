@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from wasm_runtime import FunctionTimeout, GuestResponse, Limits, Runtime
-from wasm_runtime._gate import RunGate
+from wasm_runtime import FunctionFailed, FunctionTimeout, FunctionTrap, GuestResponse, Limits, Runtime
+from wasm_runtime._gate import RunGate, Start
 
 from .conftest import arun
 from .helpers import drain, request
@@ -98,9 +101,155 @@ def test_many_concurrent_invocations_never_execute_more_than_the_gate(
     assert peak == 2
 
 
+def _guest_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("wasm_"))
+
+
+def test_guests_in_line_hold_no_thread_and_follow_on_the_finished_ones(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    """64 invocations at once, one place: those in line wait without a thread, and a guest that
+    finishes carries the next on its own thread (a thread each, as before, meant 64 threads
+    queued in the gate, each woken in turn to fight for the GIL)."""
+
+    async def main() -> tuple[list[int], int, int]:
+        rt = Runtime(data_dir, max_executing=1)
+        try:
+            hello = await rt.load(components["hello"])
+            limits = Limits(instance_reuse=100, timeout_s=60)
+            pool = rt.warm_pool(hello, limits)
+            seen = 0
+
+            async def one() -> int:
+                nonlocal seen
+                resp = await rt.invoke(hello, request("/"), limits=limits, pool=pool)
+                seen = max(seen, _guest_threads())
+                await drain(resp)
+                return resp.status
+
+            statuses = list(await asyncio.gather(*(one() for _ in range(64))))
+            return statuses, seen, rt.gate.peak
+        finally:
+            await rt.aclose()
+
+    statuses, threads, peak = arun(main())
+    assert statuses == [200] * 64
+    assert peak == 1
+    assert threads <= 2, f"{threads} guest threads for one place"
+
+
+def _hold_the_place(rt: Runtime) -> Start:
+    """Take the gate's only place as a guest would, and keep it."""
+    placeholder = Start(_Holder(), lambda: None, lambda error: None)  # type: ignore[arg-type]
+    assert rt.gate.admit(placeholder)
+    return placeholder
+
+
+class _Holder:
+    in_gate = False
+
+
+def test_an_invocation_in_line_times_out_within_its_deadline(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    async def main() -> tuple[BaseException | None, float, dict[str, int]]:
+        rt = Runtime(data_dir, max_executing=1)
+        try:
+            hello = await rt.load(components["hello"])
+            _hold_the_place(rt)
+            t0 = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                await rt.invoke(hello, request("/"), limits=Limits(timeout_s=0.3))
+            except FunctionTimeout as exc:
+                error = exc
+            return error, time.perf_counter() - t0, rt.stats()
+        finally:
+            await rt.aclose()
+
+    error, elapsed, stats = arun(main())
+    assert isinstance(error, FunctionTimeout)
+    assert 0.25 < elapsed < 2.0
+    assert stats["waiting_to_execute"] == 0 and stats["running"] == 0  # out of line, slot given back
+
+
+def test_an_invocation_whose_caller_leaves_is_taken_out_of_line(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    async def main() -> tuple[dict[str, int], dict[str, int]]:
+        rt = Runtime(data_dir, max_executing=1)
+        try:
+            hello = await rt.load(components["hello"])
+            _hold_the_place(rt)
+            task = asyncio.ensure_future(rt.invoke(hello, request("/"), limits=Limits(timeout_s=30)))
+            while rt.gate.waiting == 0:
+                await asyncio.sleep(0.01)
+            in_line = rt.stats()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return in_line, rt.stats()
+        finally:
+            await rt.aclose()
+
+    in_line, after = arun(main())
+    assert in_line["waiting_to_execute"] == 1 and in_line["running"] == 1
+    assert after["waiting_to_execute"] == 0 and after["running"] == 0
+
+
+def test_shutting_down_answers_the_invocations_in_line(components: dict[str, Path], data_dir: Path) -> None:
+    async def main() -> BaseException | None:
+        rt = Runtime(data_dir, max_executing=1)
+        hello = await rt.load(components["hello"])
+        _hold_the_place(rt)
+        task = asyncio.ensure_future(rt.invoke(hello, request("/"), limits=Limits(timeout_s=30)))
+        while rt.gate.waiting == 0:
+            await asyncio.sleep(0.01)
+        await rt.aclose()
+        try:
+            await task
+        except FunctionFailed as exc:
+            return exc
+        return None
+
+    error = arun(main())
+    assert isinstance(error, FunctionFailed) and "shutting down" in str(error)
+
+
+def test_an_error_in_the_epoch_check_stops_that_guest_only(
+    components: dict[str, Path], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception raised into wasmtime from the epoch callback aborted the whole process."""
+
+    def broken_pause(self: RunGate, inv: object) -> None:
+        raise RuntimeError("broken on purpose")
+
+    async def main() -> tuple[BaseException | None, int]:
+        rt = Runtime(data_dir, max_executing=1)
+        try:
+            spin = await rt.load(components["spin"])
+            hello = await rt.load(components["hello"])
+            error: BaseException | None = None
+            with monkeypatch.context() as m:
+                m.setattr(RunGate, "pause", broken_pause)
+                try:
+                    await rt.invoke(spin, request("/"), limits=Limits(timeout_s=5))
+                except FunctionTrap as exc:
+                    error = exc
+            other = await rt.invoke(hello, request("/"), limits=Limits(timeout_s=30))
+            await drain(other)
+            return error, other.status
+        finally:
+            await rt.aclose()
+
+    error, status = arun(main())
+    assert isinstance(error, FunctionTrap) and "epoch check" in str(error)
+    assert status == 200
+
+
 def test_a_gate_needs_a_place() -> None:
     with pytest.raises(ValueError, match="max_executing must be at least 1"):
-        RunGate(0)
+        RunGate(0, lambda job: None)
 
 
 def test_the_gate_size_comes_from_the_environment_when_not_given(
