@@ -42,7 +42,7 @@ from gateway.proxy import OriginTarget, shared_client
 from gateway.request_ids import new_request_id
 from gateway.tracing import Tracer
 from routes import Config, RouteTable
-from wasm_runtime import Runtime
+from wasm_runtime import LastChunk, Runtime
 
 if TYPE_CHECKING:
     from gateway.fleet import GatewayFleet  # loads a Redis client: only for a fleet
@@ -346,11 +346,16 @@ class Gateway:
     ) -> None:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         watch = _ClientWatch(ctx.connection) if ctx.connection is not None else None
+        ended = False
         try:
             async for chunk in response.body:
                 if chunk:
+                    if ended:
+                        raise RuntimeError("the body went on after its LastChunk")
                     ctx.bytes_out += len(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    # a LastChunk ends the body in the same write (the generator still runs out)
+                    ended = type(chunk) is LastChunk
+                    await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
         except asyncio.CancelledError:
             if watch is None or not watch.fired:
                 raise
@@ -373,7 +378,8 @@ class Gateway:
         finally:
             if watch is not None:
                 watch.stop()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _client_left(ctx: RequestContext) -> None:

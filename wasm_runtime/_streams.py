@@ -21,10 +21,12 @@ from wasmtime.component import Variant
 
 from ._canon import Err, HostResource, Ok
 from ._context import Invocation, inv
+from .api import LastChunk
 from .ids import RID
 
 SINK_CAPACITY = 1 << 20
 HOLD_BYTES = 64 << 10  # flushed chunks smaller than this ride with the guest's other posts
+LAST_TAG_MAX = 64 << 10  # a LastChunk is a copy: past this the write it saves is worth less
 # One list<u8> crossing is capped by wasmtime 49's hostcall fuel (about 2.7 MB; beyond it the
 # call traps and poisons the instance) and costs a value array of 32 bytes per byte: reads
 # return, and check-write permits, at most this much (`Invocation.io_max`) unless the guest
@@ -203,13 +205,14 @@ class ChunkSink:
     def close(self, error: BaseException | None = None) -> None:
         if self.closed:
             return
+        self.error = error  # before `closed`: the loop reads them without the lock
         self.closed = True
-        self.error = error
         self._inv.post(self._event.set)
 
     # loop side
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Yields each flushed chunk; raises the error the sink was closed with."""
+        """Yields each flushed chunk; raises the error the sink was closed with. A small chunk
+        after which the guest had already finished its body comes as a LastChunk."""
         try:
             while True:
                 while not self._chunks:
@@ -224,8 +227,11 @@ class ChunkSink:
                 with self._inv.cond:
                     chunk = self._chunks.popleft()
                     self._queued -= len(chunk)
+                    last = (
+                        self.closed and not self._chunks and self.error is None and len(chunk) <= LAST_TAG_MAX
+                    )
                     self._inv.wake()
-                yield chunk
+                yield LastChunk(chunk) if last else chunk
         finally:
             if not (self.closed and not self._chunks):
                 self.consumer_gone = True

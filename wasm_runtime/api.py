@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
+class LastChunk(bytes):
+    """A body chunk known, when it was handed over, to be the body's last: nothing but the end
+    follows it. A consumer may send it as the end of the body (the gateway does, which saves the
+    separate write of HTTP/1.1's chunked terminator); one that ignores the type loses nothing."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class Limits:
     memory_mb: int = 128

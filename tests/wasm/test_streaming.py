@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 
 from tests.servers import ServerThread
-from wasm_runtime import FunctionTimeout, Limits
+from wasm_runtime import FunctionTimeout, LastChunk, Limits
+from wasm_runtime._streams import LAST_TAG_MAX
 
 from .conftest import arun
 from .fnserver import Fn, FnApp
@@ -119,3 +120,20 @@ def test_a_timeout_after_the_headers_ends_the_body_with_an_error(
     got, exc = arun(main())
     assert isinstance(exc, FunctionTimeout)
     assert 0 < got < 200
+
+
+def test_only_a_small_chunk_the_body_ends_with_comes_as_a_last_chunk(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    async def kinds(path: str) -> list[tuple[type, int]]:
+        async with runtime(data_dir) as rt:
+            comp = await rt.load(components["stream"])
+            resp = await rt.invoke(comp, request(path), limits=Limits(timeout_s=30))
+            await asyncio.sleep(0.3)  # the guest has finished: its chunks and end are all queued
+            return [(type(chunk), len(chunk)) async for chunk in resp.body]
+
+    small = arun(kinds("/?n=3&ms=0&size=10"))
+    assert [n for _, n in small] == [10, 10, 10]
+    assert [t for t, _ in small] == [bytes, bytes, LastChunk]
+    big = arun(kinds(f"/?n=1&ms=0&size={LAST_TAG_MAX + 1}"))
+    assert big == [(bytes, LAST_TAG_MAX + 1)]  # tagging copies: a big chunk ends the usual way
