@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from gateway.context import RequestContext
+from gateway.functions.logs import LogLine
 from gateway.observability import _plain_handlers, access_log, log_access
 from gateway.request_ids import new_request_id
 from gateway.tracing import Tracer, new_span_id, new_trace_id, parse_traceparent
@@ -315,3 +316,10 @@ def test_function_metric_children_are_looked_up_once_and_made_only_when_used() -
     text = generate_latest(metrics.registry).decode()
     assert 'edgefn_function_invocations_total{function="f",version="1"} 0.0' in text
     assert "edgefn_function_throttles_total{" not in text  # never touched: absent, as with labels()
+
+
+def test_a_function_log_line_is_what_json_dumps_wrote() -> None:
+    for message in ["plain", 'quote " and \\ back', "tab\tnew\nline\x00\x1f", "é ü 日本 🙂", ""]:
+        line = LogLine(time.time(), "fn-ü", "$LATEST", "abc123", "stdout", message)
+        assert line.as_json() == json.dumps(line.as_dict(), separators=(",", ":"))
+        assert json.loads(line.as_json()) == line.as_dict()
