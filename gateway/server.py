@@ -27,6 +27,7 @@ import uvicorn
 
 from gateway.admin.app import admin_app
 from gateway.app import Gateway
+from gateway.connection import JoinedHeadProtocol
 from gateway.observability import LoopBatchedHandler
 from routes import Config, load_config
 
@@ -79,6 +80,7 @@ async def serve_sockets(config: Config, public: socket.socket, admin: socket.soc
         _Server(
             uvicorn.Config(
                 gateway,
+                http=JoinedHeadProtocol,
                 lifespan="on",
                 log_config=None,
                 access_log=False,
