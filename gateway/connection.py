@@ -36,7 +36,7 @@ class JoinedHeadTransport:
         if head is not None:
             self._head = None
             self._transport.writelines((head, data))
-        elif data.startswith(HEAD_STARTS):  # a body written as such loses nothing by waiting too
+        elif type(data) is bytes and data.startswith(HEAD_STARTS):  # a body like it loses nothing
             self._head = data
             self._loop.call_soon(self._send_head)
         else:

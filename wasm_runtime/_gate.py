@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import _thread
 import collections
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import FunctionError
+from .errors import FunctionError, FunctionFailed
+
+log = logging.getLogger("edgefn.wasm")
 
 if TYPE_CHECKING:
     from ._context import Invocation
@@ -152,8 +155,14 @@ class RunGate:
         first.inv.in_gate = True  # `executing` is left counting the place handed over
         if finished:
             _carried.job = first
-        else:
+            return
+        try:
             self._start(first)
+        except Exception as exc:  # no thread to be had: answer it, and pass the place on
+            log.error("no guest thread for an invocation: %s", exc)
+            self.leave(first.inv)
+            error = FunctionFailed(f"no guest thread could be started: {exc}")
+            first.inv.post(first.refuse, error, hold=False)
 
     def pause(self, inv: Invocation) -> None:
         """Let the first waiter run before `inv` goes on (a long computation, at an epoch check)."""

@@ -247,6 +247,44 @@ def test_an_error_in_the_epoch_check_stops_that_guest_only(
     assert status == 200
 
 
+def test_an_invocation_that_gets_no_thread_is_answered_and_its_place_passed_on(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    """A computing guest hands its place to the invocation in line at an epoch check; if no
+    thread can be started for it, it gets an error, and the place is not lost with it."""
+
+    def no_thread(job: Start) -> None:
+        raise RuntimeError("can't start new thread")
+
+    async def main() -> tuple[BaseException | None, int, dict[str, int]]:
+        rt = Runtime(data_dir, max_executing=1)
+        try:
+            spin = await rt.load(components["spin"])
+            hello = await rt.load(components["hello"])
+            spinning = asyncio.ensure_future(rt.invoke(spin, request("/"), limits=Limits(timeout_s=3)))
+            while rt.gate.executing == 0:
+                await asyncio.sleep(0.01)
+            start, rt.gate._start = rt.gate._start, no_thread  # type: ignore[method-assign]
+            error: BaseException | None = None
+            try:
+                await rt.invoke(hello, request("/"), limits=Limits(timeout_s=30))
+            except FunctionFailed as exc:
+                error = exc
+            rt.gate._start = start  # type: ignore[method-assign]
+            with contextlib.suppress(FunctionTimeout):
+                await spinning
+            after = await rt.invoke(hello, request("/"), limits=Limits(timeout_s=30))
+            await drain(after)
+            return error, after.status, rt.stats()
+        finally:
+            await rt.aclose()
+
+    error, status, stats = arun(main())
+    assert isinstance(error, FunctionFailed) and "no guest thread" in str(error)
+    assert status == 200
+    assert stats["executing"] == 0 and stats["running"] == 0
+
+
 def test_a_gate_needs_a_place() -> None:
     with pytest.raises(ValueError, match="max_executing must be at least 1"):
         RunGate(0, lambda job: None)
