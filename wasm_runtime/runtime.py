@@ -194,7 +194,8 @@ class Runtime:
         return len(self._active)
 
     def stats(self) -> dict[str, int]:
-        """Gauges of the guest threads: the cap, running, waiting for a thread, throttled (total)."""
+        """Gauges of the guest threads: the cap, running, waiting for a thread, throttled (total),
+        executing and waiting to, and the threads made."""
         t = self.threads
         return {
             "threads": t.total,
@@ -204,6 +205,7 @@ class Runtime:
             "throttled": t.throttled,
             "executing": self.gate.executing,
             "waiting_to_execute": self.gate.waiting,
+            "guest_threads": self.guests.count,  # made so far (idle ones are kept)
         }
 
     def _tick(self) -> None:

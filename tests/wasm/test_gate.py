@@ -112,7 +112,7 @@ def test_guests_in_line_hold_no_thread_and_follow_on_the_finished_ones(
     finishes carries the next on its own thread (a thread each, as before, meant 64 threads
     queued in the gate, each woken in turn to fight for the GIL)."""
 
-    async def main() -> tuple[list[int], int, int]:
+    async def main() -> tuple[list[int], int, int, int]:
         rt = Runtime(data_dir, max_executing=1)
         try:
             hello = await rt.load(components["hello"])
@@ -128,14 +128,14 @@ def test_guests_in_line_hold_no_thread_and_follow_on_the_finished_ones(
                 return resp.status
 
             statuses = list(await asyncio.gather(*(one() for _ in range(64))))
-            return statuses, seen, rt.gate.peak
+            return statuses, seen, rt.gate.peak, rt.stats()["guest_threads"]
         finally:
             await rt.aclose()
 
-    statuses, threads, peak = arun(main())
+    statuses, threads, peak, made = arun(main())
     assert statuses == [200] * 64
     assert peak == 1
-    assert threads <= 2, f"{threads} guest threads for one place"
+    assert threads <= 2 and made <= 2, f"{threads} guest threads alive, {made} made, for one place"
 
 
 def _hold_the_place(rt: Runtime) -> Start:
