@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.observability import MetricChildren
+
 log = logging.getLogger("edgefn.metrics")
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -72,17 +74,11 @@ class FunctionMetrics:
             registry=registry,
         )
         self._queue: _QueueCollector | None = None
-        self._children: dict[tuple[int, str, str], Any] = {}
+        self._children = MetricChildren()
 
     def child(self, metric: Counter | Gauge | Histogram, function: str, version: str) -> Any:
-        """`metric.labels(function, version)`, looked up once: `labels()` validates and locks on
-        every call (~3 us, five a request). Made on first use, as `labels()` makes it, so a
-        series nobody touched (errors of a function that never failed) stays absent."""
-        key = (id(metric), function, version)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(function, version)
-        return found
+        """`metric.labels(function, version)`, looked up once (see MetricChildren)."""
+        return self._children.get(metric, function, version)
 
     def watch_queue(self, stats: QueueStats) -> None:
         """Report the async queue's figures at every scrape (once per registry)."""

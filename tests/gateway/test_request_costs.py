@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -301,6 +302,32 @@ def test_log_lines_of_one_loop_pass_leave_in_one_write_and_in_order() -> None:
         return stream.getvalue()
 
     assert asyncio.run(flushed_before_the_pass_ends()).endswith("at exit\n")
+
+
+@pytest.mark.parametrize("buffering", [1, -1], ids=["line-buffered", "block-buffered"])
+def test_a_loop_pass_lines_reach_the_file_at_its_end(tmp_path: Path, buffering: int) -> None:
+    """A line-buffered stream (stderr always is) is not flushed again after its write; either
+    kind of stream has the pass's lines in the file once the pass ends."""
+    import asyncio
+
+    from gateway.observability import LoopBatchedHandler
+
+    path = tmp_path / "log"
+    with path.open("w", buffering=buffering) as stream:
+        handler = LoopBatchedHandler(stream)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger = logging.getLogger(f"edgefn.test-file-{buffering}")
+        logger.handlers, logger.propagate = [handler], False
+        logger.setLevel(logging.INFO)
+
+        async def main() -> str:
+            logger.info("one")
+            logger.info("two")
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            return path.read_text()
+
+        assert asyncio.run(main()) == "one\ntwo\n"
 
 
 def test_function_metric_children_are_looked_up_once_and_made_only_when_used() -> None:
