@@ -22,7 +22,8 @@ HEAD_STARTS = (b"HTTP/1.1 ", b"HTTP/1.0 ")
 
 
 class JoinedHeadTransport:
-    """What uvicorn's protocol writes through; the methods it uses, delegated."""
+    """What uvicorn's protocol writes through; the methods it uses, delegated (explicitly, as
+    they are called for every request; `__getattr__` covers the rest)."""
 
     __slots__ = ("_head", "_loop", "_transport")
 
@@ -74,6 +75,10 @@ class JoinedHeadTransport:
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + (len(self._head) if self._head else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything else a protocol may call (a WebSocket upgrade hands this transport on)."""
+        return getattr(self._transport, name)
 
 
 class JoinedHeadProtocol(HttpToolsProtocol):

@@ -4,6 +4,7 @@ holds a head no longer than the pass of the event loop that wrote it."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.connection import JoinedHeadProtocol
+from gateway.connection import JoinedHeadProtocol, JoinedHeadTransport
 from tests.servers import ServerThread
 
 LATER_S = 0.3
@@ -97,3 +98,28 @@ def test_closing_the_connection_sends_the_held_head_first(url: str) -> None:
     with httpx.Client() as client:
         r = client.get(f"{url}/close")
     assert r.status_code == 200 and r.text == "bye" and r.headers["connection"] == "close"
+
+
+def test_what_the_wrapper_does_not_define_is_the_transports_own() -> None:
+    """A protocol may call more than uvicorn's HTTP one does (a WebSocket upgrade is handed the
+    transport): those calls reach the socket's transport."""
+
+    async def main() -> tuple[bool, tuple[int, int], tuple[int, int]]:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+        joined = JoinedHeadTransport(transport, loop)  # type: ignore[arg-type]
+        try:
+            joined.set_write_buffer_limits(high=4096)
+            return (
+                joined.can_write_eof(),
+                joined.get_write_buffer_limits(),
+                transport.get_write_buffer_limits(),
+            )
+        finally:
+            transport.close()
+            theirs.close()
+
+    can_write_eof, limits, own_limits = asyncio.run(main())
+    assert can_write_eof is True
+    assert limits == own_limits and limits[1] == 4096
