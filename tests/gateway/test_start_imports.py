@@ -210,3 +210,18 @@ def test_collection_is_paused_during_start_up_and_resumes_with_start_up_objects_
     # Paused inside; enabled after; what start-up made is frozen; a collector the caller had
     # disabled stays disabled.
     assert out == "False True True False"
+
+
+def test_serving_does_not_import_httpxs_command_line() -> None:
+    """httpx imports its CLI (click's neighbours pygments and rich) at import unless told it is
+    absent; a node never runs it, and the proxy's client still works."""
+    out = run_python(
+        """
+        import json, sys
+        import gateway.server, httpx
+        with httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204))) as client:
+            status = client.get("http://origin.test/").status_code
+        print(json.dumps([status, sorted(m for m in ("pygments", "rich") if m in sys.modules)]))
+        """
+    )
+    assert json.loads(out) == [204, []]
