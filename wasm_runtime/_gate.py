@@ -90,7 +90,7 @@ class RunGate:
         if it waits in line, holding no thread, until a guest leaving hands it one."""
         with self._lock:
             if self._closed:
-                raise RuntimeError("the run gate is closed")
+                raise FunctionFailed("the runtime is shutting down")
             if self.executing < self.size and not self._queue:
                 self._take_place()
                 job.inv.in_gate = True

@@ -335,3 +335,10 @@ def test_by_default_one_guest_executes_at_a_time(
     assert size == 1
     assert statuses == [200] * 8
     assert peak == 1
+
+
+def test_a_closed_gate_admits_nothing() -> None:
+    gate = RunGate(1, lambda job: None)
+    assert gate.close() == []
+    with pytest.raises(FunctionFailed, match="shutting down"):
+        gate.admit(Start(_Holder(), lambda: None, lambda error: None))  # type: ignore[arg-type]
