@@ -22,8 +22,9 @@ HEAD_STARTS = (b"HTTP/1.1 ", b"HTTP/1.0 ")
 
 
 class JoinedHeadTransport:
-    """What uvicorn's protocol writes through; the methods it uses, delegated (explicitly, as
-    they are called for every request; `__getattr__` covers the rest)."""
+    """What uvicorn's protocol writes through. Writing, closing and the buffer size are its own;
+    the rest is the socket's transport (`is_closing` spelled out, as uvicorn asks it for every
+    request)."""
 
     __slots__ = ("_head", "_loop", "_transport")
 
@@ -61,23 +62,12 @@ class JoinedHeadTransport:
     def is_closing(self) -> bool:
         return self._transport.is_closing()
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._transport.get_extra_info(name, default)
-
-    def pause_reading(self) -> None:
-        self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._transport.resume_reading()
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._transport.set_protocol(protocol)
-
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + (len(self._head) if self._head else 0)
 
     def __getattr__(self, name: str) -> Any:
-        """Anything else a protocol may call (a WebSocket upgrade hands this transport on)."""
+        """Everything else: reading, the socket's details, and what any protocol may call (a
+        WebSocket upgrade hands this transport on)."""
         return getattr(self._transport, name)
 
 

@@ -118,14 +118,12 @@ class LoopBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def write_line(self, line: str) -> None:
         loop = asyncio_running_loop()
         with self.lock:  # type: ignore[union-attr]
+            self._pending.append(line + self.terminator)
             if loop is None or loop.is_closed():
-                self._pending.append(line + self.terminator)
                 self._write_pending()
-                return
-            if self._flush_on is not loop:
+            elif self._flush_on is not loop:
                 self._flush_on = loop
                 loop.call_soon(self.flush)
-            self._pending.append(line + self.terminator)
 
     def _write_pending(self) -> None:
         self._flush_on = None
@@ -186,7 +184,7 @@ def _write(handler: logging.StreamHandler[Any], line: str, logger: logging.Logge
         try:
             handler.write_line(line)
         except Exception:
-            handler.handleError(logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, None, None))
+            handler.handleError(_record(logger, line))
         return
     try:
         handler.acquire()
@@ -198,5 +196,9 @@ def _write(handler: logging.StreamHandler[Any], line: str, logger: logging.Logge
     except RecursionError:
         raise
     except Exception:
-        record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, None, None)
-        handler.handleError(record)
+        handler.handleError(_record(logger, line))
+
+
+def _record(logger: logging.Logger, line: str) -> logging.LogRecord:
+    """The record `logger.info(line)` would have made, for a handler's error report."""
+    return logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, None, None)

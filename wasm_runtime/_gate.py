@@ -81,9 +81,14 @@ class RunGate:
     def waiting(self) -> int:
         return len(self._queue)
 
-    def _take_place(self) -> None:
+    def _take_free_place(self, inv: Invocation) -> bool:
+        """Under the lock: a place for `inv` if one is free and nobody waits for it."""
+        if self.executing >= self.size or self._queue:
+            return False
         self.executing += 1
         self.peak = max(self.peak, self.executing)
+        inv.in_gate = True
+        return True
 
     def admit(self, job: Start) -> bool:
         """A new invocation: True if it has a place now (the caller starts it on a thread), False
@@ -91,9 +96,7 @@ class RunGate:
         with self._lock:
             if self._closed:
                 raise FunctionFailed("the runtime is shutting down")
-            if self.executing < self.size and not self._queue:
-                self._take_place()
-                job.inv.in_gate = True
+            if self._take_free_place(job.inv):
                 return True
             self._queue.append(job)
             return False
@@ -119,9 +122,7 @@ class RunGate:
         """A running guest waits for a place again; raises the invocation's HostTimeout or
         HostCancelled if it ends first."""
         with self._lock:
-            if self.executing < self.size and not self._queue:
-                self._take_place()
-                inv.in_gate = True
+            if self._take_free_place(inv):
                 return
             ticket = threading.Lock()
             ticket.acquire()

@@ -552,12 +552,11 @@ class Runtime:
         current.inv = inv
         inv.gate = self.gate  # the invocation holds a place in it already (RunGate.admit, leave)
         try:
-            inv.check()  # it may have waited in line past its deadline, or its client gone
-        except HostAbort as exc:
-            outcome.fail(_timed_out(inv) if isinstance(exc, HostTimeout) else _cancelled())
-            self.gate.leave(inv, finished=True)
-            return
-        try:
+            try:
+                inv.check()  # it may have waited in line past its deadline, or its client gone
+            except HostAbort as exc:
+                outcome.fail(_timed_out(inv) if isinstance(exc, HostTimeout) else _cancelled())
+                return
             fresh = inv.limits.instance_reuse < 1
             if pool is None or pool.fresh != fresh or not (fresh or comp.reuse_ok):
                 self._serve(comp, inv, outcome, stats, None, spent)
