@@ -46,6 +46,7 @@ from typing import Any, Protocol, TypeVar
 from edge.errors import ControlPlaneError
 from gateway.context import EdgeRequest, EdgeResponse, single_chunk
 from gateway.errors import BadRequest, GatewayError, Throttled
+from gateway.functions.sqlite import connect
 from gateway.pipeline import read_bounded
 from routes.config import AsyncInvoke
 
@@ -248,11 +249,9 @@ class EventStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        # synchronous=FULL: every commit is fsync'd before it returns, so a 202 means the event is on disk.
+        self.db = connect(path, timeout_s=30.0)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # FULL: every commit is fsync'd before it returns, so a 202 means the event is on disk.
-        self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
         self.host = socket.gethostname()
         self.owner = f"{self.host}/{os.getpid()}/{secrets.token_hex(4)}"

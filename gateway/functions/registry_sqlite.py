@@ -29,6 +29,8 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.functions.sqlite import connect
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (key TEXT PRIMARY KEY, rev INTEGER NOT NULL, doc TEXT);
@@ -60,11 +62,7 @@ class SqliteStore:
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / "registry.sqlite3"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = connect(self.path, busy_timeout_s)
         with self._transaction() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
