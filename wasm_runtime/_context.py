@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._canon import ResourceTable
@@ -41,6 +41,12 @@ class HostTimeout(HostAbort):
 
 class HostCancelled(HostAbort):
     pass
+
+
+class NeedsThread(HostAbort):
+    """A guest running on the event loop's own thread (see `Invocation.inline`) came to what it
+    cannot do there: wait for something, start outbound I/O, or run past its inline budget. Its run
+    is dropped unseen and the request runs again on a guest thread."""
 
 
 class GuestExit(HostAbort):
@@ -112,11 +118,16 @@ class LoopPoster:
         with self._lock:
             calls, self._calls = self._calls, collections.deque()
             self._armed = False
-        for fn, args in calls:
-            try:
-                fn(*args)
-            except Exception:  # one failing callback must not drop the others queued with it
-                log.exception("callback %r posted from a guest thread failed", fn)
+        run_posted(calls)
+
+
+def run_posted(calls: Iterable[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+    """Runs a guest's posts on the event loop's thread, in order."""
+    for fn, args in calls:
+        try:
+            fn(*args)
+        except Exception:  # one failing callback must not drop the others queued with it
+            log.exception("callback %r posted from a guest thread failed", fn)
 
 
 _posters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopPoster] = weakref.WeakKeyDictionary()
@@ -178,6 +189,11 @@ class Invocation:
         self.gate: RunGate | None = None  # set by the runtime: guests executing at once
         self.in_gate = False
         self.ended = False
+        # Run on the event loop's thread (see runtime.Runtime._run_inline): posts are kept here
+        # until the guest returns, and what it cannot do there raises NeedsThread.
+        self.inline = False
+        self.inline_until = 0.0  # the thread's CPU time (s) past which an inline run moves
+        self.kept: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
 
     def release(self) -> None:
         """Let go of what the invocation carried once its guest is done. Its stdio sinks and
@@ -219,6 +235,10 @@ class Invocation:
         A guest that has to block gives its place in the run gate to another while it waits."""
         for stream in list(self.unflushed):
             stream.push_pending()
+        if self.inline:
+            if not ready():
+                self.need_thread("a wait")
+            return
         gate = self.gate
         if gate is None or not self.in_gate:
             self._wait(ready, wake_at)
@@ -248,9 +268,18 @@ class Invocation:
                     self.send_held()  # what the guest posted may be what it waits on
                     self.cond.wait(timeout)
 
+    def need_thread(self, what: str) -> None:
+        """Raises NeedsThread if the guest runs inline: `what` (a wait, outbound I/O) would hold
+        up the event loop, or need it."""
+        if self.inline:
+            raise self._abort(NeedsThread(f"{what} needs a guest thread"))
+
     def post(self, fn: Callable[..., Any], *args: Any, hold: bool = True) -> bool:
         """Runs fn on the event loop, soon (`hold`: see LoopPoster) or now; False (and the guest is
         cancelled) if the loop is gone."""
+        if self.inline:
+            self.kept.append((fn, args))
+            return True
         try:
             self.poster.post(fn, args, hold)
         except RuntimeError:  # the loop closed under a running guest: nobody is listening
@@ -260,6 +289,8 @@ class Invocation:
 
     def send_held(self, late_only: bool = False) -> None:
         """Wakes the loop for the posts held so far (see LoopPoster.kick)."""
+        if self.inline:
+            return
         try:
             self.poster.kick(late_only)
         except RuntimeError:

@@ -45,11 +45,14 @@ POLL_S = 0.05  # how soon a waiter notices its deadline or its client leaving
 @dataclass(eq=False)
 class Start:
     """A new invocation waiting for its first place. `run` runs it on the calling thread;
-    `refuse` answers it instead (on its event loop's thread) when it is withdrawn from the line."""
+    `refuse` answers it instead (on its event loop's thread) when it is withdrawn from the line.
+    `on_loop`: it runs on its event loop's thread (runtime.Runtime._run_inline), and `run` only
+    tells the loop that the place is its own: called at once by whoever hands the place over."""
 
     inv: Invocation
     run: Callable[[], None]
     refuse: Callable[[FunctionError], None]
+    on_loop: bool = False
 
 
 _carried = threading.local()
@@ -100,6 +103,12 @@ class RunGate:
                 return True
             self._queue.append(job)
             return False
+
+    def enter_now(self, inv: Invocation) -> bool:
+        """A place for `inv` if one is free and nobody waits (and the gate is open), else False:
+        never in line."""
+        with self._lock:
+            return not self._closed and self._take_free_place(inv)
 
     def withdraw(self, job: Start) -> bool:
         """Take a `Start` out of the line (its deadline passed, or its caller left); False if it
@@ -154,6 +163,9 @@ class RunGate:
             first.release()
             return
         first.inv.in_gate = True  # `executing` is left counting the place handed over
+        if first.on_loop:
+            first.run()
+            return
         if finished:
             _carried.job = first
             return

@@ -451,6 +451,7 @@ class FutureIncomingResponse(HostResource):
 
 def outgoing_handle(request: OutgoingRequest, options: RequestOptions | None) -> Ok | Err:
     i = inv()
+    i.need_thread("an outbound request")  # before resolving its name, which may block
     authority = request._authority
     if not authority:
         return Err(Variant("HTTP-request-URI-invalid"))

@@ -46,6 +46,10 @@ if TYPE_CHECKING:
     from ._context import StoreState
 
 WINDOW_S = 10.0
+# Invocations a pool runs on guest threads after one of its inline runs was moved to a thread,
+# doubled at each move, until INLINE_FORGIVE inline runs in a row (see `WarmPool.runs_inline`).
+INLINE_RETRY = 100
+INLINE_FORGIVE = 1000
 
 
 @dataclass(eq=False)
@@ -77,6 +81,10 @@ class WarmPool:
         self._peak_now = 0
         self._peak_before = 0
         self._window_end = time.monotonic() + WINDOW_S
+        self.inline_moves = 0  # inline runs moved to a guest thread (runtime.Runtime._run_inline)
+        self._strikes = 0  # moves since the last INLINE_FORGIVE inline runs in a row
+        self._streak = 0
+        self._threaded_left = 0
 
     @property
     def idle(self) -> int:
@@ -93,6 +101,37 @@ class WarmPool:
     def limit(self) -> int:
         """Idle instances worth keeping now."""
         return max(self.provisioned, min(self.cap, max(self._peak_now, self._peak_before)))
+
+    def runs_inline(self) -> bool:
+        """Whether the next invocation may run on the event loop's thread (event loop only).
+        A pool whose inline run had to move (it waited, or ran long) runs the next INLINE_RETRY *
+        2**(moves-1) on threads: a function that keeps moving costs the loop one budget per
+        doubling. Moves now and then (a rare long run) are forgiven after INLINE_FORGIVE inline
+        runs in a row, rather than sending ever more of the function to threads."""
+        if self.fresh:
+            return False
+        if self._threaded_left:
+            self._threaded_left -= 1
+            return False
+        return True
+
+    def seasoned(self) -> bool:
+        """Whether the instance `take` would give now has served before. Instantiating, or an
+        instance's first run (milliseconds for a Python guest), is better done on a thread beside
+        the loop's work than on the loop."""
+        with self._lock:
+            return bool(self._idle) and self._idle[-1].served > 0
+
+    def ran_inline(self) -> None:
+        self._streak += 1
+        if self._streak >= INLINE_FORGIVE:
+            self._strikes = 0
+
+    def moved_to_thread(self) -> None:
+        self.inline_moves += 1
+        self._strikes += 1
+        self._streak = 0
+        self._threaded_left = INLINE_RETRY << min(self._strikes - 1, 20)
 
     def take(self) -> Warm | None:
         """An idle instance (or None: instantiate), counting the invocation as in flight."""

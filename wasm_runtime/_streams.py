@@ -129,6 +129,7 @@ class ChunkSource:
 
     def _fetch(self) -> None:
         if self._pending is None and not self.eof and self.error is None and self._it is not None:
+            self._inv.need_thread("reading the request body")
             self.started = True
             coro = _next_chunk(self._it)
             try:

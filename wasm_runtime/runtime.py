@@ -1,10 +1,11 @@
 """The Runtime: one Engine, a compile cache, worker threads, and `invoke`.
 
-Each invocation runs on a worker thread with its own Store (or a warm one when
-`instance_reuse` allows), a memory cap (store limits) and a wall-clock deadline (epoch
-interruption, ticked by one thread every 10 ms while a guest runs). The event loop only
-awaits: wasm never runs on it, and ctypes releases the GIL while wasm runs, so a runaway guest
-costs one worker thread and nothing else.
+Each invocation runs with its own Store (or a warm one when `instance_reuse` allows), a memory
+cap (store limits) and a wall-clock deadline (epoch interruption, ticked by one thread every 10 ms
+while a guest runs). It runs on a guest thread, where a runaway guest costs that thread and nothing
+else (ctypes releases the GIL while wasm runs); or, a request without a body on a warm instance,
+on the event loop's own thread (`Runtime._run_inline`), which it holds for at most INLINE_BUDGET_S
+of CPU and one tick before it is moved to a guest thread and run again there from the start.
 """
 
 from __future__ import annotations
@@ -35,7 +36,17 @@ from wasmtime.component import Component, ExportIndex, Linker, ResourceHost
 from . import _body_adapter, _compat, _memory_probe
 from ._canon import Err, Ok
 from ._compile import cache_settings, compile_guest
-from ._context import GuestExit, HostAbort, HostCancelled, HostTimeout, Invocation, StoreState, current
+from ._context import (
+    GuestExit,
+    HostAbort,
+    HostCancelled,
+    HostTimeout,
+    Invocation,
+    NeedsThread,
+    StoreState,
+    current,
+    run_posted,
+)
 from ._gate import RunGate, Start
 from ._http import IncomingRequest, OutgoingResponse, ResponseOutparam
 from ._linker import build_linker
@@ -56,6 +67,13 @@ SHUTDOWN_WAIT_S = 10.0  # for running guests to end once cancelled (wasm is inte
 # A running guest is checked every CHECK_TICKS * TICK_S (20 ms) of its execution: cancelled or past
 # its deadline, it stops; with others waiting for the run gate, it hands its place on.
 CHECK_TICKS = 2
+# The CPU time a guest may take on the event loop's thread (see `Runtime._run_inline`) before it
+# is moved to a guest thread; checked at epoch ticks, so it takes at most this plus one tick. CPU
+# time, not wall time: on a busy machine a run that is preempted, or waits for the GIL, is not
+# a long run, and moving it threw away work for nothing. Not less: a componentize-py hello takes
+# 7-9 ms of CPU once in some 10,000 requests (its own garbage collection, December 2026), and with
+# 5 ms those runs moved, each sending the next hundred to threads.
+INLINE_BUDGET_S = 0.02
 COMPONENT_MAGIC = b"\x00asm\x0d\x00\x01\x00"
 HANDLER = re.compile(r"^wasi:http/incoming-handler@0\.2\.\d+$")
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
@@ -99,7 +117,7 @@ def _epoch_check(delta: Any, kind: Any) -> int:
         if inv.cancelled:
             inv.abort = inv.abort or HostCancelled("the client went away")
             return _trap("edgefn: invocation cancelled")
-        if inv.gate is not None:
+        if inv.gate is not None and not inv.inline:
             try:
                 inv.gate.pause(inv)  # a long computation lets waiting guests run
             except HostAbort as exc:
@@ -109,7 +127,13 @@ def _epoch_check(delta: Any, kind: Any) -> int:
         if remaining <= 0:
             inv.abort = inv.abort or HostTimeout("the function's timeout expired")
             return _trap("edgefn: wall-clock timeout (interrupt)")
-        delta[0] = max(1, min(CHECK_TICKS, math.ceil(remaining / TICK_S)))
+        if inv.inline:
+            if time.thread_time() >= inv.inline_until:
+                inv.abort = inv.abort or NeedsThread("it ran past its inline budget")
+                return _trap("edgefn: moved to a guest thread")
+            delta[0] = 1
+        else:
+            delta[0] = max(1, min(CHECK_TICKS, math.ceil(remaining / TICK_S)))
     else:
         delta[0] = CHECK_TICKS
     kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
@@ -185,6 +209,8 @@ class Runtime:
         self._running = 0  # guests on worker threads now; the ticker sleeps while this is 0
         self._running_changed = threading.Condition()
         self.epoch_ticks = 0  # how often the ticker moved the epoch (for tests and gauges)
+        self.ran_inline = 0  # invocations that ran on the event loop's thread, since start
+        self.moved_to_thread = 0  # inline runs dropped and run again on a guest thread
         self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
         self._ticker.start()
 
@@ -206,6 +232,8 @@ class Runtime:
             "executing": self.gate.executing,
             "waiting_to_execute": self.gate.waiting,
             "guest_threads": self.guests.count,  # made so far (idle ones are kept)
+            "ran_inline": self.ran_inline,
+            "moved_to_thread": self.moved_to_thread,
         }
 
     def _tick(self) -> None:
@@ -400,17 +428,21 @@ class Runtime:
         for callers that run a component under one configuration).
         The timeout runs from this call, so waiting for a thread is part of it."""
         loop = asyncio.get_running_loop()
-        inv = Invocation(
-            loop=loop,
-            request=request,
-            limits=limits,
-            env=env or {},
-            outbound=outbound or OutboundPolicy(),
-            transport=transport or self.transport,
-            request_id=request_id,
-            log_fn=log,
-            io_max=component.io_max,
-        )
+
+        def invocation() -> Invocation:
+            return Invocation(
+                loop=loop,
+                request=request,
+                limits=limits,
+                env=env or {},
+                outbound=outbound or OutboundPolicy(),
+                transport=transport or self.transport,
+                request_id=request_id,
+                log_fn=log,
+                io_max=component.io_max,
+            )
+
+        inv = invocation()
         if self._stop.is_set():
             raise FunctionFailed("the runtime is shutting down")
         key = function or component.sha256
@@ -418,6 +450,34 @@ class Runtime:
         if pool is None:
             pool = self._default_pool(component, limits)
         stats.thread_wait_ms = await self.threads.acquire(key, inv.deadline) * 1000
+        placed = False  # `inv` holds its place in the run gate already
+        if request.body is None and component.reuse_ok and pool.runs_inline():
+            if not self.gate.enter_now(inv):
+                await self._wait_for_place(inv, key)
+            placed = not pool.seasoned()
+            if not placed:
+                response = self._run_inline(component, inv, stats, key, pool)
+                if response is not None:
+                    return response
+                deadline = inv.deadline  # the run again is the same invocation's, within its timeout
+                inv = invocation()
+                inv.deadline = deadline
+                stats = InvocationStats()
+                stats.thread_wait_ms = await self.threads.acquire(key, inv.deadline) * 1000
+        return await self._run_on_thread(component, inv, stats, key, pool, placed)
+
+    async def _run_on_thread(
+        self,
+        component: LoadedComponent,
+        inv: Invocation,
+        stats: InvocationStats,
+        key: str,
+        pool: WarmPool,
+        placed: bool,
+    ) -> GuestResponse:
+        """Runs the invocation on a guest thread, at once if it has a place in the run gate
+        (`placed`, or one free now), else when a guest leaving hands it one."""
+        loop = inv.loop
         head: asyncio.Future[tuple[int, list[tuple[str, bytes]], ChunkSink]] = loop.create_future()
         ended: asyncio.Future[None] = loop.create_future()
 
@@ -429,7 +489,7 @@ class Runtime:
         job = Start(inv, lambda: self._run(component, inv, head, ended, stats, key, pool), refuse)
         expiry: asyncio.TimerHandle | None = None
         try:
-            if self.gate.admit(job):
+            if placed or self.gate.admit(job):
                 try:
                     self.guests.start(job)
                 except BaseException:
@@ -450,6 +510,74 @@ class Runtime:
         finally:
             if expiry is not None:
                 expiry.cancel()
+        return GuestResponse(status, headers, self._body(inv, sink, ended), stats)
+
+    async def _wait_for_place(self, inv: Invocation, key: str) -> None:
+        """Waits in the run gate's line, without a thread, for a place to run `inv` on the event
+        loop's thread. Waiting as a `Start` to be carried on a guest thread instead, an invocation
+        that found a guest thread executing made the next one do the same: under load a chain of
+        guest threads that never ended, and nothing ran inline again. Raises as `invoke` would
+        (timeout, shutdown), with the thread slot released."""
+        loop = inv.loop
+        placed: asyncio.Future[None] = loop.create_future()
+
+        def resume() -> None:  # on the loop, the place handed over
+            if placed.done():  # its caller left meanwhile: pass the place on
+                self.gate.leave(inv)
+            else:
+                placed.set_result(None)
+
+        def refuse(error: FunctionError) -> None:
+            if not placed.done():
+                placed.set_exception(error)
+
+        job = Start(inv, lambda: inv.post(resume, hold=False), refuse, on_loop=True)
+        try:
+            if self.gate.admit(job):
+                return
+            expiry = loop.call_later(max(0.0, inv.deadline - time.monotonic()), self._expire, job)
+            try:
+                await placed
+            finally:
+                expiry.cancel()
+        except BaseException:
+            if not self.gate.withdraw(job):
+                self.gate.leave(inv)  # handed a place already (one on its way is passed on by resume)
+            self.threads.release(key)
+            raise
+
+    def _run_inline(
+        self, comp: LoadedComponent, inv: Invocation, stats: InvocationStats, key: str, pool: WarmPool
+    ) -> GuestResponse | None:
+        """Runs the invocation here, on the event loop's thread, holding the run gate's place that
+        `inv` holds; returns None if it had to move to a guest thread (NeedsThread), its run dropped.
+
+        A reused instance answers a small request in well under a millisecond, and on a guest
+        thread the hand-over cost about as much: the thread's wake-up, and the GIL passed back and
+        forth between it and a busy loop at each of its host calls. Here nothing is handed over.
+        What the guest posts to the loop is kept until it returns, so a run that has to move leaves
+        nothing behind: it is moved at its first wait or outbound request (which would hold up the
+        loop, or need it), or at the first epoch tick past INLINE_BUDGET_S. Nothing it did could be
+        seen outside (its request has no body to consume, its instance is thrown away), so it
+        runs again from the start on a guest thread, and its pool runs the next ones there.
+        Only requests without a body, on reused instances (a fresh one's first run takes
+        milliseconds, which a thread overlaps with the loop's work), are tried here."""
+        loop = inv.loop
+        head: asyncio.Future[tuple[int, list[tuple[str, bytes]], ChunkSink]] = loop.create_future()
+        ended: asyncio.Future[None] = loop.create_future()
+        inv.inline = True
+        inv.inline_until = time.thread_time() + INLINE_BUDGET_S
+        self._run(comp, inv, head, ended, stats, key, pool)
+        if isinstance(inv.abort, NeedsThread):
+            self.moved_to_thread += 1
+            pool.moved_to_thread()
+            log.info("%s: runs on guest threads for now: %s", comp.name, inv.abort)
+            return None
+        self.ran_inline += 1
+        pool.ran_inline()
+        kept, inv.kept = inv.kept, []
+        run_posted(kept)
+        status, headers, sink = head.result()
         return GuestResponse(status, headers, self._body(inv, sink, ended), stats)
 
     def _expire(self, job: Start) -> None:
@@ -538,6 +666,8 @@ class Runtime:
         return Warm(store, state, func, probe)
 
     def _ticks(self, inv: Invocation) -> int:
+        if inv.inline:
+            return 1
         return max(1, min(CHECK_TICKS, math.ceil(max(0.0, inv.deadline - time.monotonic()) / TICK_S)))
 
     def _execute(
@@ -571,8 +701,8 @@ class Runtime:
                 # at the take: made alongside a fresh guest's first run, it slowed that run (its
                 # memory is new to the caches) by about as much as it saved (see _pool.py).
                 self._provision(comp, pool)
-        finally:
-            self.gate.leave(inv, finished=True)
+        finally:  # a guest thread carries on with the next in line; the loop's thread cannot
+            self.gate.leave(inv, finished=not inv.inline)
 
     def _serve(
         self,
@@ -643,6 +773,8 @@ class Runtime:
         log.debug("guest call failed: %s (abort=%r, host_error=%r)", exc, abort, inv.host_error)
         if isinstance(abort, GuestExit):
             return _ExitOk() if abort.ok else FunctionFailed("the function exited with an error status")
+        if isinstance(abort, NeedsThread):
+            return FunctionFailed(f"moved to a guest thread: {abort}")  # kept, never delivered
         if isinstance(abort, HostTimeout):
             return _timed_out(inv)
         if isinstance(abort, HostCancelled) or inv.cancelled:

@@ -86,8 +86,8 @@ def test_many_concurrent_invocations_never_execute_more_than_the_gate(
         try:
             hello = await rt.load(components["hello"])
 
-            async def one() -> int:
-                resp = await rt.invoke(hello, request("/"), limits=Limits(instance_reuse=100, timeout_s=60))
+            async def one() -> int:  # fresh instances: reused ones would run on the loop, one at a time
+                resp = await rt.invoke(hello, request("/"), limits=Limits(instance_reuse=0, timeout_s=60))
                 await drain(resp)
                 return resp.status
 
