@@ -7,15 +7,38 @@ time to first byte (httpx's ASGITransport buffers whole bodies).
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 
+def _ephemeral_low() -> int:
+    """The first port of the range the kernel hands to outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A loopback port free now, for a server started soon after. Chosen below the ephemeral
+    range: a port from bind(0) is one the kernel also gives outgoing connections, and one of those
+    (any test's client) took it between the pick and a node's bind ("Address already in use" in
+    a fleet test, December 2026)."""
+    low = _ephemeral_low()
+    for _ in range(200 if low > 20000 else 0):
+        port = random.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # taken: try another
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
