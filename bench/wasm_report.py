@@ -223,7 +223,8 @@ def _breakdown(results: Results) -> list[str]:
             fmt(inproc("instantiate_ms"), 2),
         ],
         [
-            "the rest: the gateway's function path, thread hand-offs, HTTP body framing "
+            "the rest: the gateway's function path, HTTP body framing (a fresh instance's run: its "
+            "hand-offs to and from a guest thread) "
             "(the difference of two medians measured apart: it can come out slightly negative)",
             fmt(reuse - floor - inproc("reuse_ms"), 2),
             fmt(fresh - floor - inproc("fresh_ms"), 2),
@@ -476,9 +477,11 @@ def _reading(results: Results, opts: Options) -> list[str]:
         f"plus the gateway around it (table above), against {p50('wasmtime reuse')} "
         "ms for the whole request in `wasmtime serve`. The bench's `hello-reuse` has `provisioned = "
         f"{PROVISIONED}`, and the warm pool keeps as many idle instances as were in flight recently "
-        "(wasm_runtime/_pool.py), so at 64 connections requests find a warm instance; what is left is "
-        "the guest's wasm (about 0.3 ms), its 34 host calls' Python bodies (about 0.2 ms), the hand-off "
-        "between the event loop and the guest's thread, and the gateway's own Python per request.",
+        "(wasm_runtime/_pool.py), so at 64 connections requests find a warm instance, and a request "
+        "without a body runs on the event loop's own thread (no hand-off to a guest thread); what is "
+        "left is the guest's wasm (about 0.3-0.4 ms, with the headers the gateway forwards to it), its "
+        "34 host calls' Python bodies (about 0.15 ms), the export call through wasmtime-py, and the "
+        "gateway's own Python per request.",
         f"- **20 MB stream**: edgefn moved {fmt(edge_mib, 1)} MiB/s. The guest's bytes reach the host "
         "through the byte adapter (wasm_runtime/_body_adapter.py, see "
         f"[performance-wasm-calls.md]({WASM_CALLS_DOC})): a small component composed around the guest "
