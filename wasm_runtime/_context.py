@@ -232,7 +232,8 @@ class Invocation:
 
     def wait(self, ready: Callable[[], bool], wake_at: float | None = None) -> None:
         """Blocks the worker thread until `ready()`; wake_at (monotonic s) bounds one sleep.
-        A guest that has to block gives its place in the run gate to another while it waits."""
+        A guest that has to block gives its place in the run gate to another while it waits; one
+        running on the event loop's thread (`inline`) raises NeedsThread instead."""
         for stream in list(self.unflushed):
             stream.push_pending()
         if self.inline:
