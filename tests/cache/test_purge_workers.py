@@ -22,15 +22,10 @@ from edge.cache import EdgeCache, Entry
 from edge.node_purges import NodePurgeError, NodePurges
 from tests.cache.conftest import TOKEN, Origin, Reply, serve_node
 from tests.fleet.test_fleet_e2e import until
-from tests.fleet.test_fleet_workers import on_every_worker, workers_of
+from tests.fleet.test_fleet_workers import PURGE_REACH_S, on_every_worker, workers_of
 
 WORKERS = 2
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-# How long a poll on fresh connections may take to hear from every worker after a purge: far
-# below the entries' max-age (600 s), so a MISS can only come from the purge, and not a speed
-# bound. Which worker accepts a connection is the kernel's choice, and with 1 s a run now and then
-# heard from only one of them (3 in ~25 runs, December 2026).
-REACH_S = 10.0
 
 
 class _Node:
@@ -56,7 +51,7 @@ def test_an_admin_purge_reaches_every_worker(tmp_path: Path, origin: Origin) -> 
         assert r.json() == {"purged": 1, "told": WORKERS - 1}, r.text
         seen: list[str] = []
         purged = on_every_worker(node, workers, miss, "/page", once=True, seen=seen)
-        until(purged, REACH_S, "every worker answers a MISS for the purged key", seen)
+        until(purged, PURGE_REACH_S, "every worker answers a MISS for the purged key", seen)
         # what was not purged stays on every worker
         until(on_every_worker(node, workers, hit, "/other"), 60, "/other still a HIT on every worker")
 
@@ -64,7 +59,7 @@ def test_an_admin_purge_reaches_every_worker(tmp_path: Path, origin: Origin) -> 
         assert r.json()["told"] == WORKERS - 1, r.text
         seen = []
         emptied = on_every_worker(node, workers, miss, "/other", once=True, seen=seen)
-        until(emptied, REACH_S, "every worker answers a MISS after emptying the cache", seen)
+        until(emptied, PURGE_REACH_S, "every worker answers a MISS after emptying the cache", seen)
 
 
 def test_a_successful_post_invalidates_the_uri_on_every_worker(tmp_path: Path, origin: Origin) -> None:
@@ -81,7 +76,7 @@ def test_a_successful_post_invalidates_the_uri_on_every_worker(tmp_path: Path, o
         miss = on_every_worker(
             node, workers, lambda r: r.headers["x-cache"] == "MISS", "/doc", once=True, seen=seen
         )
-        until(miss, REACH_S, "every worker answers a MISS after the POST", seen)
+        until(miss, PURGE_REACH_S, "every worker answers a MISS after the POST", seen)
 
 
 def test_a_killed_worker_is_replaced_in_the_fan_out(tmp_path: Path, origin: Origin) -> None:
