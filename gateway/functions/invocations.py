@@ -62,10 +62,13 @@ class Invocations:
         self.queue.start()
         await self.scheduler.start()
         self.metrics.watch_queue(self.queue.stats)
+        if self.gateway.runtime is not None:
+            self.metrics.watch_runtime(self.gateway.runtime.stats)
         self.started = True
 
     async def aclose(self) -> None:
         self.metrics.unwatch_queue()
+        self.metrics.unwatch_runtime()
         await self.scheduler.aclose()
         await self.queue.aclose()
 

@@ -4,6 +4,8 @@ By function and executed version: invocations, errors, throttles, histograms of 
 memory used, and concurrent executions. By function only (an event has no version until it runs):
 the async queue's depth, its oldest event's age and the dead-letter queue's size, read from the
 queue's database at scrape time, so they are right whichever worker process enqueued the events.
+Of the process's wasm runtime: its guest threads and run gate, and how many invocations ran on the
+event loop's thread or moved from it, read from `Runtime.stats()` at scrape time.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.observability import MetricChildren
@@ -28,6 +30,31 @@ MEMORY_BUCKETS = tuple(n * MiB for n in (8, 16, 32, 64, 128, 256, 512, 1024, 204
 
 # function -> (events waiting or running, oldest such event's creation time, DLQ size)
 QueueStats = Callable[[], dict[str, tuple[int, float, int]]]
+RuntimeStats = Callable[[], dict[str, int]]  # wasm_runtime.Runtime.stats
+
+# Runtime.stats() key -> (metric, help, counter?)
+RUNTIME_FIGURES = {
+    "running": ("edgefn_wasm_invocations_running", "Invocations holding a guest thread slot now.", False),
+    "waiting_for_thread": (
+        "edgefn_wasm_waiting_for_thread",
+        "Invocations waiting for a guest thread slot.",
+        False,
+    ),
+    "executing": ("edgefn_wasm_executing", "Guests executing now (the run gate's places taken).", False),
+    "waiting_to_execute": ("edgefn_wasm_waiting_to_execute", "Invocations in line for the run gate.", False),
+    "guest_threads": ("edgefn_wasm_guest_threads", "Guest threads made (idle ones are kept).", False),
+    "throttled": (
+        "edgefn_wasm_throttled",
+        "Invocations that found no guest thread within their timeout.",
+        True,
+    ),
+    "ran_inline": ("edgefn_wasm_ran_inline", "Invocations run on the event loop's thread.", True),
+    "moved_to_thread": (
+        "edgefn_wasm_moved_to_thread",
+        "Runs on the event loop's thread dropped and run again on a guest thread.",
+        True,
+    ),
+}
 
 
 class FunctionMetrics:
@@ -74,6 +101,7 @@ class FunctionMetrics:
             registry=registry,
         )
         self._queue: _QueueCollector | None = None
+        self._runtime: _RuntimeCollector | None = None
         self._children = MetricChildren()
 
     def child(self, metric: Counter | Gauge | Histogram, function: str, version: str) -> Any:
@@ -92,6 +120,31 @@ class FunctionMetrics:
         if self._queue is not None:
             self.registry.unregister(self._queue)
             self._queue = None
+
+    def watch_runtime(self, stats: RuntimeStats) -> None:
+        """Report the wasm runtime's figures at every scrape."""
+        if self._runtime is None:
+            self._runtime = _RuntimeCollector(stats)
+            self.registry.register(self._runtime)
+
+    def unwatch_runtime(self) -> None:
+        if self._runtime is not None:
+            self.registry.unregister(self._runtime)
+            self._runtime = None
+
+
+class _RuntimeCollector(Collector):
+    def __init__(self, stats: RuntimeStats) -> None:
+        self.stats = stats
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        figures = self.stats()
+        for key, (name, text, counter) in RUNTIME_FIGURES.items():
+            family = CounterMetricFamily if counter else GaugeMetricFamily
+            yield family(name, text, value=figures.get(key, 0))
 
 
 class _QueueCollector(Collector):

@@ -145,8 +145,14 @@ def test_metrics_by_function_and_version(node_factory, controlled_origin: Contro
     assert 'edgefn_function_invocations_total{function="hello",version="$LATEST"} 3.0' in after
     assert 'edgefn_function_duration_seconds_count{function="hello",version="$LATEST"} 3.0' in after
     # hello's componentize-py heap is 12.5 MiB: above 8 MiB, within 16 MiB
-    assert 'edgefn_function_memory_used_bytes_bucket{function="hello",le="8.388608e+06",version="$LATEST"} 0.0' in after
-    assert 'edgefn_function_memory_used_bytes_bucket{function="hello",le="1.6777216e+07",version="$LATEST"} 3.0' in after
+    assert (
+        'edgefn_function_memory_used_bytes_bucket{function="hello",le="8.388608e+06",version="$LATEST"} 0.0'
+        in after
+    )
+    assert (
+        'edgefn_function_memory_used_bytes_bucket{function="hello",le="1.6777216e+07",version="$LATEST"} 3.0'
+        in after
+    )
     assert 'edgefn_function_throttles_total{function="stream",version="$LATEST"} 1.0' in after
     assert 'edgefn_function_errors_total{function="hello",version="$LATEST"}' not in after
     assert 'edgefn_function_concurrent_executions{function="stream",version="$LATEST"} 0.0' in after
@@ -263,3 +269,63 @@ def test_billed_duration_rounds_up_to_the_millisecond(duration: float, billed: i
     text = ReportFigures(duration, 128, max_memory_bytes=3 * (1 << 20) + 1, init_ms=None).text("r")
     assert f"Billed Duration: {billed} ms" in text and "Max Memory Used: 4 MB" in text
     assert "Init Duration" not in text
+
+
+REUSED = """
+[origins.web]
+endpoints = [{{ url = "{origin}" }}]
+
+[functions.hello]
+component = "{{hello}}"
+instance_reuse = 10
+
+[functions.fetch]
+component = "{{fetch}}"
+outbound = ["web"]
+instance_reuse = 10
+
+[[routes]]
+name = "hello"
+path = "/hello/{{*rest}}"
+function = "hello"
+
+[[routes]]
+name = "fetch"
+path = "/f/{{*rest}}"
+function = "fetch"
+rewrite = {{ path = "/{{rest}}" }}
+"""
+
+
+def test_reused_instances_log_each_request_once_on_the_loop_or_moved(
+    node_factory, controlled_origin: ControlledOrigin
+) -> None:
+    """The second request to each function runs on the event loop's thread (wasm_runtime's
+    `_run_inline`); fetch's moves at its outbound request and runs again on a guest thread. Each
+    request still has one START, END and REPORT, its guest's lines once, and fetch reaches the
+    origin once a request."""
+    node = node_factory(REUSED.format(origin=controlled_origin.url))
+
+    def figure(name: str) -> float:
+        return float(next(ln.split()[1] for ln in metrics(node).splitlines() if ln.startswith(name + " ")))
+
+    for name, path, guest_line in (
+        ("hello", "/hello/again", ("stdout", "hello handled GET /hello/again")),
+        ("fetch", "/f/again", None),
+    ):
+        for _ in range(3):
+            r = httpx.get(f"{node.url}{path}", timeout=30)
+            assert r.status_code == 200, r.text
+            request_id = r.headers["x-request-id"]
+            lines = node.admin_get(f"/functions/{name}/logs?request_id={request_id}")["lines"]
+            text = [(line["stream"], line["message"]) for line in lines]
+            platform = [m.split(" ", 1)[0] for s, m in text if s == "platform"]
+            assert platform == ["START", "END", "REPORT"], text
+            if guest_line is not None:
+                assert text.count(guest_line) == 1, text
+        if name == "hello":  # the first instantiated, on a guest thread
+            assert figure("edgefn_wasm_ran_inline_total") == 2
+    assert controlled_origin.paths("/again") == ["/again"] * 3
+    # fetch's second request moved, and the next went to a thread as its pool then does
+    assert figure("edgefn_wasm_moved_to_thread_total") == 1
+    assert figure("edgefn_wasm_ran_inline_total") == 2
