@@ -560,8 +560,9 @@ class Runtime:
         loop, or need it), or at the first epoch tick past INLINE_BUDGET_S. Nothing it did could be
         seen outside (its request has no body to consume, its instance is thrown away), so it
         runs again from the start on a guest thread, and its pool runs the next ones there.
-        Only requests without a body, on reused instances (a fresh one's first run takes
-        milliseconds, which a thread overlaps with the loop's work), are tried here."""
+        Only requests without a body, on reused instances that have served before, are tried
+        here: an instance's first run (a fresh one's, a new warm one's) takes milliseconds, which
+        a guest thread overlaps with the loop's work (see `WarmPool.seasoned`)."""
         loop = inv.loop
         head: asyncio.Future[tuple[int, list[tuple[str, bytes]], ChunkSink]] = loop.create_future()
         ended: asyncio.Future[None] = loop.create_future()
