@@ -271,30 +271,10 @@ def test_billed_duration_rounds_up_to_the_millisecond(duration: float, billed: i
     assert "Init Duration" not in text
 
 
-REUSED = """
-[origins.web]
-endpoints = [{{ url = "{origin}" }}]
-
-[functions.hello]
-component = "{{hello}}"
-instance_reuse = 10
-
-[functions.fetch]
-component = "{{fetch}}"
-outbound = ["web"]
-instance_reuse = 10
-
-[[routes]]
-name = "hello"
-path = "/hello/{{*rest}}"
-function = "hello"
-
-[[routes]]
-name = "fetch"
-path = "/f/{{*rest}}"
-function = "fetch"
-rewrite = {{ path = "/{{rest}}" }}
-"""
+# CONFIG's hello and fetch, each serving up to 10 requests on one instance
+REUSED = CONFIG.replace("memory_mb = 64\n", "memory_mb = 64\ninstance_reuse = 10\n").replace(
+    'outbound = ["web"]\n', 'outbound = ["web"]\ninstance_reuse = 10\n'
+)
 
 
 def test_reused_instances_log_each_request_once_on_the_loop_or_moved(
