@@ -71,8 +71,9 @@ CHECK_TICKS = 2
 # is moved to a guest thread; checked at epoch ticks, so it takes at most this plus one tick. CPU
 # time, not wall time: on a busy machine a run that is preempted, or waits for the GIL, is not
 # a long run, and moving it threw away work for nothing. Not less: a componentize-py hello takes
-# 7-9 ms of CPU once in some 10,000 requests (its own garbage collection, December 2026), and with
-# 5 ms those runs moved, each sending the next hundred to threads.
+# 7-9 ms of CPU once in some 10,000 requests (no host collection in it: likely the guest's own
+# garbage collection; December 2026), and with 5 ms those runs moved, each sending the next
+# hundred to threads.
 INLINE_BUDGET_S = 0.02
 COMPONENT_MAGIC = b"\x00asm\x0d\x00\x01\x00"
 HANDLER = re.compile(r"^wasi:http/incoming-handler@0\.2\.\d+$")
