@@ -427,7 +427,9 @@ class Runtime:
         names whose share of the guest threads this counts against (default: the component's);
         `pool` holds this function's warm instances (default: one per component and memory_mb,
         for callers that run a component under one configuration).
-        The timeout runs from this call, so waiting for a thread is part of it."""
+        The timeout runs from this call, so waiting for a thread is part of it. The guest runs on
+        a guest thread, or, a request without a body on an instance that has served, on this
+        event loop's thread (`_run_inline`)."""
         loop = asyncio.get_running_loop()
 
         def invocation() -> Invocation:
