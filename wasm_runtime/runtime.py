@@ -498,8 +498,8 @@ class Runtime:
                 except BaseException:
                     self.gate.leave(inv)
                     raise
-            else:  # in line without a thread: the line does not watch its deadline, this does
-                expiry = loop.call_later(max(0.0, inv.deadline - time.monotonic()), self._expire, job)
+            else:
+                expiry = self._watch_deadline(job)
         except BaseException:
             self.threads.release(key)
             raise
@@ -538,7 +538,7 @@ class Runtime:
         try:
             if self.gate.admit(job):
                 return
-            expiry = loop.call_later(max(0.0, inv.deadline - time.monotonic()), self._expire, job)
+            expiry = self._watch_deadline(job)
             try:
                 await placed
             finally:
@@ -583,6 +583,12 @@ class Runtime:
         run_posted(kept)
         status, headers, sink = head.result()
         return GuestResponse(status, headers, self._body(inv, sink, ended), stats)
+
+    def _watch_deadline(self, job: Start) -> asyncio.TimerHandle:
+        """A `Start` in line holds no thread to notice its deadline: this takes it out of line
+        and refuses it then (cancel the handle once it has its place, or its caller left)."""
+        inv = job.inv
+        return inv.loop.call_later(max(0.0, inv.deadline - time.monotonic()), self._expire, job)
 
     def _expire(self, job: Start) -> None:
         if self.gate.withdraw(job):
