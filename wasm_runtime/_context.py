@@ -17,7 +17,6 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._canon import ResourceTable
 from .api import GuestRequest
 
 if TYPE_CHECKING:
@@ -139,15 +138,6 @@ def poster_for(loop: asyncio.AbstractEventLoop) -> LoopPoster:
     if poster is None:
         poster = _posters[loop] = LoopPoster(loop)
     return poster
-
-
-class StoreState:
-    """What lives as long as a Store: its resource table."""
-
-    __slots__ = ("table",)
-
-    def __init__(self) -> None:
-        self.table = ResourceTable()
 
 
 class Invocation:
@@ -304,7 +294,6 @@ class Invocation:
 
 class _Current(threading.local):
     inv: Invocation | None = None
-    store: StoreState | None = None
 
 
 current = _Current()
@@ -315,10 +304,3 @@ def inv() -> Invocation:
     if i is None:
         raise RuntimeError("host call outside an invocation")
     return i
-
-
-def table() -> ResourceTable:
-    s = current.store
-    if s is None:
-        raise RuntimeError("host call outside a store")
-    return s.table

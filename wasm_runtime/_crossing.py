@@ -5,7 +5,8 @@ in its own objects, which `_canon`'s converters then turn into the host's canoni
 about 30 us of Python for each of the 34-48 host calls a hello request makes, more than the host
 functions themselves take. `_hostcall` (wasm_runtime/_hostcall.c) reads and writes component
 values straight from and into canonical values, following a plan made here once per imported
-function type when the linker is built.
+function type when the linker is built. It also keeps each Store's resource table (bound to the
+store, so a host call finds it without Python) and calls a guest's exports (`export`).
 
 `_hostcall.c` declares wasmtime 49's value layout by hand (the wheel ships no C headers), so
 `install()` compares it with wasmtime-py's ctypes declarations, which are generated from the real
@@ -19,12 +20,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from wasmtime import WasmtimeError
+from wasmtime import Store, WasmtimeError
 from wasmtime import _ffi as ffi
 from wasmtime.component import (
     BorrowType,
     EnumType,
     FlagsType,
+    Func,
     FuncType,
     LinkerInstance,
     ListType,
@@ -41,7 +43,8 @@ from wasmtime.component import (
 )
 
 from . import _hostcall
-from ._canon import Err, Ok, ResourceTable
+from ._canon import Err, HostResource, Ok
+from ._hostcall import ResourceTable
 
 Plan = tuple[Any, ...]
 
@@ -137,15 +140,16 @@ _FUNCTIONS = (
     "wasmtime_component_resource_any_to_host", "wasmtime_component_resource_host_rep",
     "wasmtime_component_resource_host_new", "wasmtime_component_resource_host_delete",
     "wasmtime_component_resource_host_to_any", "wasmtime_component_linker_instance_add_func",
-    "wasmtime_component_linker_instance_add_resource",
+    "wasmtime_component_linker_instance_add_resource", "wasmtime_context_get_data",
+    "wasmtime_context_set_data", "wasmtime_component_func_call", "wasmtime_component_func_post_return",
+    "wasmtime_component_val_delete",
 )
 
 
-def install(table: Callable[[], ResourceTable]) -> None:
+def install() -> None:
     """Hands `_hostcall` the library's functions and the host's classes, once per process.
 
-    `table()` is the resource table of the invocation running on the calling thread. Raises
-    RuntimeError if the layouts differ: defining host functions would then corrupt memory."""
+    Raises RuntimeError if the layouts differ: defining host functions would then corrupt memory."""
     global _installed
     with _lock:
         if _installed:
@@ -154,16 +158,7 @@ def install(table: Callable[[], ResourceTable]) -> None:
         if problem is not None:
             raise RuntimeError(f"wasm_runtime._hostcall does not match wasmtime-py's value layout: {problem}")
         addresses = {name: ctypes.cast(getattr(ffi.dll, name), ctypes.c_void_p).value for name in _FUNCTIONS}
-
-        def pop(rep: int) -> Any:
-            obj = table().pop(rep)
-            if obj is None:
-                raise WasmtimeError(f"unknown resource handle {rep}")
-            return obj
-
-        get = lambda rep: table().get(rep)  # noqa: E731
-        add = lambda obj: table().add(obj)  # noqa: E731
-        _hostcall.init(addresses, Ok, Err, Variant, get, pop, add)
+        _hostcall.init(addresses, Ok, Err, Variant, HostResource.on_drop)
         _installed = True
 
 
@@ -171,17 +166,45 @@ def _address(obj: Any) -> int:
     return ctypes.cast(obj.ptr(), ctypes.c_void_p).value or 0
 
 
+def _context_address(store: Store) -> int:
+    return ctypes.cast(store._context(), ctypes.c_void_p).value or 0
+
+
+def bind_table(store: Store, table: ResourceTable) -> None:
+    """Host calls from `store` keep its resources in `table`. wasmtime holds only a pointer to
+    it, so the Python Store keeps the table: it lives as long as the store can run."""
+    install()
+    store._edgefn_table = table  # type: ignore[attr-defined]
+    _hostcall.bind_table(_context_address(store), table)
+
+
+def export(store: Store, func: Func) -> _hostcall.Export:
+    """`func` of an instance in `store` (bound to a table), called as `export(*args)` with canonical
+    values; it returns the canonical result, post-returned, or raises WasmtimeError as wasmtime-py
+    would. For the calls made on every request: no ctypes, no type lookup per call."""
+    install()
+    fty = func.type(store)
+    params = tuple(plan_of(ty) for _, ty in fty.params)
+    result = None if fty.result is None else plan_of(fty.result)
+    return _hostcall.Export(bytes(func._func), _context_address(store), params, result, _error_from)
+
+
+def _error_from(address: int) -> WasmtimeError:
+    """The exception wasmtime-py raises for this `wasmtime_error_t`, which it takes over."""
+    return WasmtimeError._from_ptr(ctypes.cast(address, ctypes.POINTER(ffi.wasmtime_error_t)))
+
+
 def add_func(
     inst: LinkerInstance,
     name: str,
-    impl: Callable[..., Any],
+    impl: Callable[..., Any] | str,
     fty: FuncType,
     on_error: Callable[[BaseException], str],
     latin1: bool = False,
 ) -> _hostcall.HostFunc:
-    """Defines `name` in `inst` as `impl`, called with canonical values; an exception it raises
-    (or a value that does not fit `fty`) becomes a trap whose message `on_error` writes.
-    `latin1`: strings are bytes to `impl` (see `plan_of`)."""
+    """Defines `name` in `inst` as `impl`, called with canonical values (a str: that method of
+    the first argument); an exception it raises (or a value that does not fit `fty`) becomes a
+    trap whose message `on_error` writes. `latin1`: strings are bytes to `impl` (see `plan_of`)."""
     result = fty.result
     params = tuple(plan_of(t, latin1) for _, t in fty.params)
     func = _hostcall.HostFunc(impl, params, None if result is None else plan_of(result, latin1), on_error)
@@ -189,6 +212,9 @@ def add_func(
     return func
 
 
-def add_resource(inst: LinkerInstance, name: str, ty: ResourceType, dtor: Callable[[int], None]) -> None:
-    """Defines the host resource `name`; `dtor(rep)` runs when the guest drops its last handle."""
+def add_resource(
+    inst: LinkerInstance, name: str, ty: ResourceType, dtor: Callable[[HostResource], None]
+) -> None:
+    """Defines the host resource `name`. When the guest drops its last handle, the object leaves
+    the store's table, and `dtor(obj)` runs if its class overrides `HostResource.on_drop`."""
     _hostcall.add_resource(_address(inst), name.encode(), _address(ty), dtor)

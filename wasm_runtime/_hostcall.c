@@ -135,15 +135,179 @@ static struct {
     wt_error_t *(*add_resource)(void *linker_instance, const char *name, size_t name_len,
                              const void *resource_type, resource_dtor_t dtor, void *data,
                              void (*finalizer)(void *));
+    void *(*context_get_data)(const wt_context_t *ctx);
+    void (*context_set_data)(wt_context_t *ctx, void *data);
+    wt_error_t *(*func_call)(const void *func, wt_context_t *ctx, const val_t *args, size_t nargs, val_t *results,
+                          size_t nresults);
+    wt_error_t *(*func_post_return)(const void *func, wt_context_t *ctx);
+    void (*val_delete)(val_t *val);
 } W;
 
 static bool ready = false;
 
-/* Set by init(): the canonical classes and the store's resource table, reached through Python
- * callables because the table belongs to whichever invocation runs on this thread. */
-static PyObject *Ok_type, *Err_type, *Variant_type;
-static PyObject *table_get, *table_pop, *table_add;
-static PyObject *str_value, *str_tag, *str_payload, *str_resource_id;
+/* Set by init(): the canonical classes, and the `on_drop` every host resource inherits (a
+ * resource whose class keeps it needs nothing done when the guest drops it). */
+static PyObject *Ok_type, *Err_type, *Variant_type, *base_on_drop;
+static PyObject *str_value, *str_tag, *str_payload, *str_resource_id, *str_on_drop;
+
+/* ---- ResourceTable: the host objects a Store's resource handles stand for --------------------
+ *
+ * One per Store, bound to it as the store's data (bind_table), so a host call finds the table of
+ * the store that called it without asking Python which invocation runs on this thread. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *items; /* dict: rep (int) -> host object */
+    uint32_t next;
+} Table;
+
+static PyTypeObject TableType;
+
+static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    if (!_PyArg_NoPositional("ResourceTable", args) || !_PyArg_NoKeywords("ResourceTable", kwds))
+        return NULL;
+    Table *self = (Table *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->next = 1;
+    if ((self->items = PyDict_New()) == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* Host objects may lead back to the store that holds the table: the collector must see through it. */
+static int Table_traverse(Table *self, visitproc visit, void *arg) {
+    Py_VISIT(self->items);
+    return 0;
+}
+
+static int Table_clear(Table *self) {
+    Py_CLEAR(self->items);
+    return 0;
+}
+
+static void Table_dealloc(Table *self) {
+    PyObject_GC_UnTrack(self);
+    Table_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The table's dict, or NULL with an exception once the collector has cleared it. */
+static PyObject *table_items(Table *t) {
+    if (t->items == NULL)
+        PyErr_SetString(PyExc_RuntimeError, "the resource table has been cleared");
+    return t->items;
+}
+
+/* The handle `obj` gets: -1 (with an exception) when the table is full or out of memory. */
+static int64_t table_add(Table *t, PyObject *obj) {
+    if (t->next == UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "a store's resource handles are used up");
+        return -1;
+    }
+    PyObject *items = table_items(t);
+    PyObject *key = items ? PyLong_FromUnsignedLong(t->next) : NULL;
+    if (key == NULL || PyDict_SetItem(items, key, obj) < 0) {
+        Py_XDECREF(key);
+        return -1;
+    }
+    Py_DECREF(key);
+    return t->next++;
+}
+
+static void unknown_handle(uint32_t rep) {
+    PyObject *mod = PyImport_ImportModule("wasmtime");
+    PyObject *cls = mod ? PyObject_GetAttrString(mod, "WasmtimeError") : NULL;
+    Py_XDECREF(mod);
+    if (cls == NULL)
+        return;
+    PyObject *exc = PyObject_CallFunction(cls, "N", PyUnicode_FromFormat("unknown resource handle %u", rep));
+    if (exc != NULL) {
+        PyErr_SetObject(cls, exc);
+        Py_DECREF(exc);
+    }
+    Py_DECREF(cls);
+}
+
+/* The object `rep` stands for (a new reference), taken out of the table when `take`; NULL with
+ * an exception when `must` and there is none, NULL without one when not `must`. */
+static PyObject *table_find(Table *t, uint32_t rep, bool take, bool must) {
+    PyObject *items = table_items(t);
+    PyObject *key = items ? PyLong_FromUnsignedLong(rep) : NULL;
+    if (key == NULL)
+        return NULL;
+    PyObject *obj = PyDict_GetItemWithError(items, key); /* borrowed */
+    Py_XINCREF(obj);
+    if (obj != NULL && take && PyDict_DelItem(items, key) < 0)
+        Py_CLEAR(obj);
+    Py_DECREF(key);
+    if (obj == NULL && must && !PyErr_Occurred())
+        unknown_handle(rep);
+    return obj;
+}
+
+static int take_u32(PyObject *value, uint32_t *out);
+
+static PyObject *Table_add(Table *self, PyObject *obj) {
+    int64_t rep = table_add(self, obj);
+    return rep < 0 ? NULL : PyLong_FromLongLong(rep);
+}
+
+static PyObject *Table_get(Table *self, PyObject *arg) {
+    uint32_t rep;
+    Py_INCREF(arg);
+    if (take_u32(arg, &rep) < 0)
+        return NULL;
+    return table_find(self, rep, false, true);
+}
+
+static PyObject *Table_pop(Table *self, PyObject *arg) {
+    uint32_t rep;
+    Py_INCREF(arg);
+    if (take_u32(arg, &rep) < 0)
+        return NULL;
+    PyObject *obj = table_find(self, rep, true, false);
+    if (obj == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return obj;
+}
+
+static Py_ssize_t Table_len(Table *self) {
+    return self->items == NULL ? 0 : PyDict_GET_SIZE(self->items);
+}
+
+static PyMethodDef Table_methods[] = {
+    {"add", (PyCFunction)Table_add, METH_O, "add(obj) -> rep: a new handle for obj."},
+    {"get", (PyCFunction)Table_get, METH_O, "get(rep) -> obj; WasmtimeError if the handle is unknown."},
+    {"pop", (PyCFunction)Table_pop, METH_O, "pop(rep) -> obj or None, taken out of the table."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods Table_as_sequence = {.sq_length = (lenfunc)Table_len};
+
+static PyTypeObject TableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wasm_runtime._hostcall.ResourceTable",
+    .tp_basicsize = sizeof(Table),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "ResourceTable(): the host objects a Store's resource handles (reps) stand for.",
+    .tp_new = Table_new,
+    .tp_traverse = (traverseproc)Table_traverse,
+    .tp_clear = (inquiry)Table_clear,
+    .tp_dealloc = (destructor)Table_dealloc,
+    .tp_methods = Table_methods,
+    .tp_as_sequence = &Table_as_sequence,
+};
+
+/* The table bound to the calling store; NULL with an exception when there is none. */
+static Table *store_table(wt_context_t *ctx) {
+    Table *t = W.context_get_data(ctx);
+    if (t == NULL)
+        PyErr_SetString(PyExc_RuntimeError, "host call from a store without a resource table");
+    return t;
+}
 
 /* ---- plans: a component value type as the crossing reads and writes it ------------------- */
 
@@ -321,12 +485,8 @@ static PyObject *lift_resource(const plan_t *p, const val_t *v, wt_context_t *ct
     }
     uint32_t rep = W.resource_host_rep(host);
     W.resource_host_delete(host);
-    PyObject *key = PyLong_FromUnsignedLong(rep);
-    if (key == NULL)
-        return NULL;
-    PyObject *obj = PyObject_CallOneArg(p->kind == P_OWN ? table_pop : table_get, key);
-    Py_DECREF(key);
-    return obj;
+    Table *t = store_table(ctx);
+    return t == NULL ? NULL : table_find(t, rep, p->kind == P_OWN, true);
 }
 
 /* The bytes of a UTF-8 string's code points, each below 256 (the body adapter's latin-1 text):
@@ -646,10 +806,14 @@ static int take_u32(PyObject *value, uint32_t *out) {
 }
 
 static int lower_resource(const plan_t *p, PyObject *obj, val_t *out, wt_context_t *ctx) {
-    uint32_t rid, rep;
-    if (take_u32(PyObject_GetAttr(obj, str_resource_id), &rid) < 0 || take_u32(PyObject_CallOneArg(table_add, obj), &rep) < 0)
+    uint32_t rid;
+    Table *t = store_table(ctx);
+    if (t == NULL || take_u32(PyObject_GetAttr(obj, str_resource_id), &rid) < 0)
         return -1;
-    void *host = W.resource_host_new(p->kind == P_OWN, rep, rid);
+    int64_t rep = table_add(t, obj);
+    if (rep < 0)
+        return -1;
+    void *host = W.resource_host_new(p->kind == P_OWN, (uint32_t)rep, rid);
     void *any = NULL;
     wt_error_t *err = W.resource_host_to_any(ctx, host, &any);
     W.resource_host_delete(host);
@@ -889,7 +1053,7 @@ static int lower(const plan_t *p, PyObject *obj, val_t *out, wt_context_t *ctx) 
 
 typedef struct {
     PyObject_HEAD
-    PyObject *impl;      /* called with the canonical arguments */
+    PyObject *impl;      /* called with the canonical arguments; a str: that method of the first */
     PyObject *on_error;  /* on_error(exception) -> str: the trap message (and any bookkeeping) */
     Py_ssize_t nparams;
     plan_t *params[MAX_PARAMS];
@@ -922,6 +1086,10 @@ static int HostFunc_init(HostFunc *self, PyObject *args, PyObject *kwds) {
         PyErr_Format(PyExc_ValueError, "host functions take at most %d parameters", MAX_PARAMS);
         return -1;
     }
+    if (PyUnicode_Check(impl) && PyTuple_GET_SIZE(params) == 0) {
+        PyErr_SetString(PyExc_ValueError, "a method needs the object it is called on as its first parameter");
+        return -1;
+    }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(params); i++) {
         if ((self->params[i] = plan_new(PyTuple_GET_ITEM(params, i))) == NULL)
             return -1;
@@ -941,7 +1109,8 @@ static PyTypeObject HostFuncType = {
     .tp_name = "wasm_runtime._hostcall.HostFunc",
     .tp_basicsize = sizeof(HostFunc),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "HostFunc(impl, params, result, on_error): a host function with its value plans.",
+    .tp_doc = "HostFunc(impl, params, result, on_error): a host function with its value plans; "
+              "impl is a callable, or the name of a method of the first argument.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)HostFunc_init,
     .tp_dealloc = (destructor)HostFunc_dealloc,
@@ -986,7 +1155,8 @@ static wt_error_t *call_host(void *env, wt_context_t *ctx, const void *ty, val_t
     for (; lifted < self->nparams; lifted++)
         if ((argv[lifted] = lift(self->params[lifted], &args[lifted], ctx)) == NULL)
             goto fail;
-    res = PyObject_Vectorcall(self->impl, argv, (size_t)lifted, NULL);
+    res = PyUnicode_Check(self->impl) ? PyObject_VectorcallMethod(self->impl, argv, (size_t)lifted, NULL)
+                                      : PyObject_Vectorcall(self->impl, argv, (size_t)lifted, NULL);
     if (res == NULL)
         goto fail;
     if (self->result != NULL) {
@@ -1007,15 +1177,22 @@ done:
     return err;
 }
 
+/* The guest dropped its last handle of `rep`: out of the store's table, and `env(obj)` for an
+ * object whose class has an `on_drop` of its own (most have nothing to do). */
 static wt_error_t *drop_resource(void *env, wt_context_t *ctx, uint32_t rep) {
-    (void)ctx;
     PyGILState_STATE gil = PyGILState_Ensure();
     wt_error_t *err = NULL;
     drops_served++;
-    PyObject *key = PyLong_FromUnsignedLong(rep);
-    PyObject *res = key ? PyObject_CallOneArg((PyObject *)env, key) : NULL;
-    Py_XDECREF(key);
-    if (res == NULL) {
+    Table *t = W.context_get_data(ctx);
+    PyObject *obj = t == NULL ? NULL : table_find(t, rep, true, false);
+    PyObject *res = Py_None;
+    Py_INCREF(res);
+    if (obj != NULL && _PyType_Lookup(Py_TYPE(obj), str_on_drop) != base_on_drop) {
+        Py_DECREF(res);
+        res = PyObject_CallOneArg((PyObject *)env, obj);
+    }
+    Py_XDECREF(obj);
+    if (res == NULL || PyErr_Occurred()) {
         /* The destructor is written not to raise; if it does, the guest's drop traps with it. */
         PyErr_WriteUnraisable((PyObject *)env);
         err = W.error_new("dropping a host resource failed");
@@ -1032,6 +1209,165 @@ static void release_env(void *env) {
     PyGILState_STATE gil = PyGILState_Ensure();
     Py_DECREF((PyObject *)env);
     PyGILState_Release(gil);
+}
+
+/* ---- Export: a guest's function, called from Python ---------------------------------------
+ *
+ * wasmtime-py's Func.__call__ asks wasmtime for the function's type, converts each argument
+ * through several ctypes calls and Python objects, and post_return is one more ctypes call: about
+ * 7 us for a call without arguments, more than the memory probe's guest code takes. An Export
+ * lowers and lifts by the plans made once for the instance, and calls and post-returns at once,
+ * with the GIL released while wasm runs (host calls take it back). */
+
+static bool initialised(void);
+
+#define FUNC_MAX 32 /* bytes of a wasmtime_component_func_t (16 in wasmtime 49), copied */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    unsigned char func[FUNC_MAX];
+    wt_context_t *ctx;
+    PyObject *error_from; /* error_from(address) -> the exception for a wasmtime_error_t (taken) */
+    Py_ssize_t nparams;
+    plan_t *params[MAX_PARAMS];
+    plan_t *result;
+} Export;
+
+static void Export_dealloc(Export *self) {
+    Py_XDECREF(self->error_from);
+    for (Py_ssize_t i = 0; i < self->nparams; i++)
+        plan_free(self->params[i]);
+    plan_free(self->result);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Export_init(Export *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"func", "context", "params", "result", "error_from", NULL};
+    Py_buffer func;
+    unsigned long long ctx;
+    PyObject *params, *result, *error_from;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*KO!OO", kwlist, &func, &ctx, &PyTuple_Type, &params, &result,
+                                     &error_from))
+        return -1;
+    int rc = -1;
+    if (self->error_from != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Export is initialised once");
+    } else if (func.len <= 0 || func.len > FUNC_MAX || ctx == 0) {
+        PyErr_Format(PyExc_ValueError, "Export needs a function of 1-%d bytes and a context", FUNC_MAX);
+    } else if (PyTuple_GET_SIZE(params) > MAX_PARAMS) {
+        PyErr_Format(PyExc_ValueError, "exports take at most %d parameters here", MAX_PARAMS);
+    } else if (initialised()) {
+        memcpy(self->func, func.buf, (size_t)func.len);
+        self->ctx = (wt_context_t *)(uintptr_t)ctx;
+        rc = 0;
+        for (Py_ssize_t i = 0; rc == 0 && i < PyTuple_GET_SIZE(params); i++) {
+            if ((self->params[i] = plan_new(PyTuple_GET_ITEM(params, i))) == NULL)
+                rc = -1;
+            else
+                self->nparams = i + 1;
+        }
+        if (rc == 0 && result != Py_None && (self->result = plan_new(result)) == NULL)
+            rc = -1;
+        if (rc == 0) {
+            Py_INCREF(error_from);
+            self->error_from = error_from;
+        }
+    }
+    PyBuffer_Release(&func);
+    return rc;
+}
+
+/* Raises the exception error_from makes of `err`, which it takes over. */
+static void raise_from_error(Export *self, wt_error_t *err) {
+    PyObject *address = PyLong_FromVoidPtr(err);
+    PyObject *exc = address ? PyObject_CallOneArg(self->error_from, address) : NULL;
+    Py_XDECREF(address);
+    if (exc == NULL)
+        return; /* error_from's own failure is what is raised */
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+}
+
+static PyObject *Export_call(Export *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)
+        return PyErr_Format(PyExc_TypeError, "an export takes no keyword arguments");
+    if (nargs != self->nparams)
+        return PyErr_Format(PyExc_TypeError, "the export takes %zd arguments, not %zd", self->nparams, nargs);
+    val_t vals[MAX_PARAMS];
+    Py_ssize_t lowered = 0;
+    PyObject *out = NULL;
+    for (; lowered < nargs; lowered++)
+        if (lower(self->params[lowered], args[lowered], &vals[lowered], self->ctx) < 0)
+            goto done;
+    val_t result;
+    memset(&result, 0, sizeof result);
+    wt_error_t *err;
+    Py_BEGIN_ALLOW_THREADS
+    err = W.func_call(self->func, self->ctx, vals, (size_t)nargs, self->result ? &result : NULL, self->result ? 1 : 0);
+    Py_END_ALLOW_THREADS
+    if (err != NULL) {
+        raise_from_error(self, err);
+        goto done;
+    }
+    out = self->result ? lift(self->result, &result, self->ctx) : Py_NewRef(Py_None);
+    if (self->result)
+        W.val_delete(&result);
+    Py_BEGIN_ALLOW_THREADS
+    err = W.func_post_return(self->func, self->ctx);
+    Py_END_ALLOW_THREADS
+    if (err != NULL && out == NULL) {
+        W.error_delete(err); /* the lift's exception is the one raised */
+    } else if (err != NULL) {
+        Py_CLEAR(out);
+        raise_from_error(self, err);
+    }
+done:
+    for (Py_ssize_t i = 0; i < lowered; i++)
+        W.val_delete(&vals[i]);
+    return out;
+}
+
+static PyObject *Export_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    return Export_call((Export *)self, args, nargsf, kwnames);
+}
+
+static PyObject *Export_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) {
+    return PyVectorcall_Call(self, args, kwargs);
+}
+
+static PyObject *Export_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    Export *self = (Export *)PyType_GenericNew(type, args, kwds);
+    if (self != NULL)
+        self->vectorcall = Export_vectorcall;
+    return (PyObject *)self;
+}
+
+static PyTypeObject ExportType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wasm_runtime._hostcall.Export",
+    .tp_basicsize = sizeof(Export),
+    .tp_vectorcall_offset = offsetof(Export, vectorcall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Export(func: bytes, context, params, result, error_from): a guest's function with its "
+              "value plans; calling it calls the function and then its post-return.",
+    .tp_new = Export_new,
+    .tp_init = (initproc)Export_init,
+    .tp_dealloc = (destructor)Export_dealloc,
+    .tp_call = Export_tp_call,
+};
+
+static PyObject *mod_bind_table(PyObject *mod, PyObject *args) {
+    (void)mod;
+    unsigned long long ctx;
+    PyObject *table;
+    if (!PyArg_ParseTuple(args, "KO!", &ctx, &TableType, &table) || !initialised())
+        return NULL;
+    if (ctx == 0)
+        return PyErr_Format(PyExc_ValueError, "bind_table needs a store context");
+    W.context_set_data((wt_context_t *)(uintptr_t)ctx, table);
+    Py_RETURN_NONE;
 }
 
 /* ---- module functions -------------------------------------------------------------------- */
@@ -1099,8 +1435,8 @@ static int take_address(PyObject *addresses, const char *name, void **slot) {
 
 static PyObject *mod_init(PyObject *mod, PyObject *args) {
     (void)mod;
-    PyObject *addresses, *ok, *err, *variant, *get, *pop, *add;
-    if (!PyArg_ParseTuple(args, "O!OOOOOO", &PyDict_Type, &addresses, &ok, &err, &variant, &get, &pop, &add))
+    PyObject *addresses, *ok, *err, *variant, *on_drop;
+    if (!PyArg_ParseTuple(args, "O!OOOO", &PyDict_Type, &addresses, &ok, &err, &variant, &on_drop))
         return NULL;
     if (!PyType_Check(ok) || !PyType_Check(err) || !PyType_Check(variant))
         return PyErr_Format(PyExc_TypeError, "init: Ok, Err and Variant must be classes");
@@ -1126,8 +1462,13 @@ static PyObject *mod_init(PyObject *mod, PyObject *args) {
     TAKE(resource_host_to_any, "wasmtime_component_resource_host_to_any");
     TAKE(add_func, "wasmtime_component_linker_instance_add_func");
     TAKE(add_resource, "wasmtime_component_linker_instance_add_resource");
-    PyObject **slots[] = {&Ok_type, &Err_type, &Variant_type, &table_get, &table_pop, &table_add};
-    PyObject *values[] = {ok, err, variant, get, pop, add};
+    TAKE(context_get_data, "wasmtime_context_get_data");
+    TAKE(context_set_data, "wasmtime_context_set_data");
+    TAKE(func_call, "wasmtime_component_func_call");
+    TAKE(func_post_return, "wasmtime_component_func_post_return");
+    TAKE(val_delete, "wasmtime_component_val_delete");
+    PyObject **slots[] = {&Ok_type, &Err_type, &Variant_type, &base_on_drop};
+    PyObject *values[] = {ok, err, variant, on_drop};
     for (size_t i = 0; i < sizeof slots / sizeof *slots; i++) {
         Py_INCREF(values[i]);
         Py_XSETREF(*slots[i], values[i]);
@@ -1163,7 +1504,10 @@ static PyObject *mod_stats(PyObject *mod, PyObject *unused) {
 static PyMethodDef methods[] = {
     {"stats", mod_stats, METH_NOARGS, "{'calls': host calls served, 'drops': resource drops served}."},
     {"init", mod_init, METH_VARARGS,
-     "init(addresses, Ok, Err, Variant, table_get, table_pop, table_add): the library and the host's classes."},
+     "init(addresses, Ok, Err, Variant, on_drop): the library, the host's classes and HostResource.on_drop."},
+    {"bind_table", mod_bind_table, METH_VARARGS,
+     "bind_table(context_address, table): the ResourceTable host calls from this store use (kept by the caller "
+     "for as long as the store runs)."},
     {"add_func", mod_add_func, METH_VARARGS,
      "add_func(linker_instance_address, name: bytes, func: HostFunc): define a host function."},
     {"add_resource", mod_add_resource, METH_VARARGS,
@@ -1179,20 +1523,21 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__hostcall(void) {
-    if (PyType_Ready(&HostFuncType) < 0)
+    if (PyType_Ready(&HostFuncType) < 0 || PyType_Ready(&TableType) < 0 || PyType_Ready(&ExportType) < 0)
         return NULL;
     str_value = PyUnicode_InternFromString("value");
     str_tag = PyUnicode_InternFromString("tag");
     str_payload = PyUnicode_InternFromString("payload");
     str_resource_id = PyUnicode_InternFromString("resource_id");
-    if (!str_value || !str_tag || !str_payload || !str_resource_id)
+    str_on_drop = PyUnicode_InternFromString("on_drop");
+    if (!str_value || !str_tag || !str_payload || !str_resource_id || !str_on_drop)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&HostFuncType);
-    if (PyModule_AddObject(m, "HostFunc", (PyObject *)&HostFuncType) < 0) {
-        Py_DECREF(&HostFuncType);
+    if (PyModule_AddObjectRef(m, "HostFunc", (PyObject *)&HostFuncType) < 0 ||
+        PyModule_AddObjectRef(m, "ResourceTable", (PyObject *)&TableType) < 0 ||
+        PyModule_AddObjectRef(m, "Export", (PyObject *)&ExportType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

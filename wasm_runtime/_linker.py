@@ -26,8 +26,9 @@ from wasmtime.component import (
 )
 
 from . import _crossing
-from ._context import HostAbort, current, inv, table
-from ._wasi import IMPLS, LATIN1_STRINGS, method_impl
+from ._canon import HostResource
+from ._context import HostAbort, current, inv
+from ._wasi import IMPLS, LATIN1_STRINGS, method_name
 from .ids import BY_NAME, RID
 
 log = logging.getLogger("edgefn.wasm")
@@ -42,13 +43,9 @@ def resource_id(name: str) -> int:
     return rid
 
 
-def _dtor(rep: int) -> None:
-    state = current.store
-    if state is None:
-        return
-    obj = state.table.pop(rep)
-    if obj is None:
-        return
+def _dtor(obj: HostResource) -> None:
+    """The guest dropped its last handle of `obj`, whose class has an `on_drop` of its own
+    (_hostcall.c has taken it out of the store's table)."""
     try:
         obj.on_drop()
     except Exception:  # a drop cannot fail the guest: the handle is gone either way
@@ -86,7 +83,7 @@ def _unavailable(where: str) -> Callable[..., Any]:
 
 
 def build_linker(engine: Engine, component: Component) -> Linker:
-    _crossing.install(table)
+    _crossing.install()
     linker = Linker(engine)
     imports = component.type.imports(engine)
     with linker.root() as root:
@@ -110,7 +107,7 @@ def _define(
             _crossing.add_resource(inst, name, ResourceType.host(resource_id(name)), _dtor)
         elif isinstance(ty, FuncType):
             impl = impls.get(name) or (
-                method_impl(name) if iface.startswith(("wasi:http/", "wasi:io/")) else None
+                method_name(name) if iface.startswith(("wasi:http/", "wasi:io/")) else None
             )
             where = f"{iface}#{name}"
             _crossing.add_func(

@@ -40,10 +40,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wasmtime import Store
-from wasmtime.component import Func
 
 if TYPE_CHECKING:
-    from ._context import StoreState
+    from ._hostcall import Export
 
 WINDOW_S = 10.0
 # Invocations a pool runs on guest threads after one of its inline runs was moved to a thread,
@@ -55,9 +54,8 @@ INLINE_FORGIVE = 1000
 @dataclass(eq=False)
 class Warm:
     store: Store
-    state: StoreState
-    func: Func
-    memory_probe: Func | None = None  # see _memory_probe
+    handle: Export  # the guest's wasi:http handler
+    memory_probe: Export | None = None  # see _memory_probe
     served: int = 0
     single_use: bool = False  # made ahead for a fresh pool: serves one request, then is spent
 

@@ -156,16 +156,9 @@ IMPLS: dict[str, dict[str, Impl]] = {
 LATIN1_STRINGS = frozenset({_body_adapter.INTERFACE})
 
 
-def method_impl(func_name: str) -> Impl | None:
-    """`[method]res.some-name` -> a call of `obj.some_name(...)` on the host object."""
+def method_name(func_name: str) -> str | None:
+    """`[method]res.some-name` -> "some_name": the crossing calls that method of the host object
+    (its first argument) itself."""
     if not func_name.startswith("[method]"):
         return None
-    attr = func_name.split(".", 1)[1].replace("-", "_")
-
-    def call(obj: Any, *args: Any) -> Any:
-        method = getattr(obj, attr, None)
-        if method is None:
-            raise NotImplementedError(f"{type(obj).__name__} has no {attr}")
-        return method(*args)
-
-    return call
+    return func_name.split(".", 1)[1].replace("-", "_")

@@ -31,9 +31,9 @@ from typing import Any
 import cachetools
 from wasmtime import Config, Engine, Store, WasmtimeError
 from wasmtime import _ffi as ffi
-from wasmtime.component import Component, ExportIndex, Linker, ResourceHost
+from wasmtime.component import Component, ExportIndex, Linker
 
-from . import _body_adapter, _compat, _memory_probe
+from . import _body_adapter, _compat, _crossing, _memory_probe
 from ._canon import Err, Ok
 from ._compile import cache_settings, compile_guest
 from ._context import (
@@ -43,11 +43,11 @@ from ._context import (
     HostTimeout,
     Invocation,
     NeedsThread,
-    StoreState,
     current,
     run_posted,
 )
 from ._gate import RunGate, Start
+from ._hostcall import ResourceTable
 from ._http import IncomingRequest, OutgoingResponse, ResponseOutparam
 from ._linker import build_linker
 from ._pool import Warm, WarmPool
@@ -55,7 +55,6 @@ from ._streams import MAX_IO, ChunkSink
 from ._threads import GuestThreads, ThreadSlots
 from .api import GuestRequest, GuestResponse, InvocationStats, Limits, OutboundTransport
 from .errors import FunctionError, FunctionFailed, FunctionTimeout, FunctionTrap, InvalidComponent
-from .ids import RID
 from .outbound import HttpxTransport, OutboundPolicy
 
 log = logging.getLogger("edgefn.wasm")
@@ -393,7 +392,6 @@ class Runtime:
         except Exception:
             log.exception("making an instance of %s ahead of need failed", comp.name)
         finally:
-            current.store = None
             pool.add_made(warm)
 
     def _default_pool(self, comp: LoadedComponent, limits: Limits) -> WarmPool:
@@ -642,7 +640,6 @@ class Runtime:
                     log.exception("cleanup after %s failed", comp.name)
             inv.release()
             current.inv = None
-            current.store = None
             self._active.discard(inv)
             self._guest_ended()
             stats.duration_ms = (time.perf_counter() - t0) * 1000
@@ -665,15 +662,15 @@ class Runtime:
         store = Store(self.engine)
         store.set_limits(memory_size=memory_mb << 20)
         ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _on_epoch_deadline, None, _NO_FINALIZER)
-        state = StoreState()
-        current.store = state
+        _crossing.bind_table(store, ResourceTable())
         store.set_epoch_deadline(ticks)
         instance = comp.linker.instantiate(store, comp.component)
         func = instance.get_func(store, comp.handle_index)
         if func is None:
             raise InvalidComponent(f"{comp.name}: handle is not a function")
         probe = instance.get_func(store, comp.memory_probe) if comp.memory_probe is not None else None
-        return Warm(store, state, func, probe)
+        handle = _crossing.export(store, func)
+        return Warm(store, handle, None if probe is None else _crossing.export(store, probe))
 
     def _ticks(self, inv: Invocation) -> int:
         if inv.inline:
@@ -733,17 +730,8 @@ class Runtime:
                 warm = self._instantiate(comp, inv.limits.memory_mb, self._ticks(inv))
                 stats.init_ms = (time.perf_counter() - t) * 1000
             else:
-                current.store = warm.state
                 warm.store.set_epoch_deadline(self._ticks(inv))
-            table = warm.state.table
-            request = IncomingRequest(inv)
-            outparam = ResponseOutparam(outcome.on_set)
-            args = (
-                ResourceHost.own(table.add(request), RID.INCOMING_REQUEST),
-                ResourceHost.own(table.add(outparam), RID.RESPONSE_OUTPARAM),
-            )
-            warm.func(warm.store, *args)
-            warm.func.post_return(warm.store)
+            warm.handle(IncomingRequest(inv), ResponseOutparam(outcome.on_set))
             warm.served += 1
             stats.max_memory_bytes = _memory_used(comp, warm)
         except WasmtimeError as exc:
@@ -830,7 +818,7 @@ def _memory_used(comp: LoadedComponent, warm: Warm) -> int:
     if warm.memory_probe is None:
         return 0
     try:
-        return warm.memory_probe(warm.store) * _memory_probe.PAGE
+        return int(warm.memory_probe()) * _memory_probe.PAGE
     except WasmtimeError as exc:  # its deadline passed just now: the figure is lost, not the answer
         log.info("%s: could not read its memory size: %s", comp.name, str(exc).splitlines()[0])
         return 0

@@ -184,7 +184,7 @@ def test_a_pool_that_moved_tries_the_loop_again_after_a_doubling_count() -> None
     pool = WarmPool(128, provisioned=1)
     assert not pool.seasoned()  # no instance that has served
     pool.take()
-    pool.done(Warm(store=None, state=None, func=None, served=1), taken=False)  # type: ignore[arg-type]
+    pool.done(Warm(store=None, handle=None, served=1), taken=False)  # type: ignore[arg-type]
     assert pool.seasoned()
     assert pool.runs_inline()
     pool.moved_to_thread()

@@ -11,7 +11,6 @@ from pathlib import Path
 import wasmtime
 
 from wasm_runtime import Limits, Runtime
-from wasm_runtime._context import StoreState
 from wasm_runtime._pool import Warm, WarmPool
 
 from .conftest import arun
@@ -112,7 +111,7 @@ def test_instances_made_ahead_stay_within_the_memory_budget(
 
 
 def _fake_warm() -> Warm:
-    return Warm(object(), StoreState(), object())  # type: ignore[arg-type]
+    return Warm(object(), object())  # type: ignore[arg-type]
 
 
 def test_a_fresh_pool_makes_one_for_each_taken_within_its_cap() -> None:

@@ -12,7 +12,6 @@ from gateway.functions.registry_records import FunctionConfig, Invalid
 from routes.errors import ConfigError
 from routes.loader import load_config
 from wasm_runtime import InvocationStats, Limits
-from wasm_runtime._context import StoreState
 from wasm_runtime._pool import Warm, WarmPool
 
 from .conftest import arun
@@ -132,7 +131,7 @@ def test_provisioned_needs_instance_reuse(
 
 def _fake_warm() -> Warm:
     """The pool only counts and hands out instances; it never touches their store or function."""
-    return Warm(object(), StoreState(), object())  # type: ignore[arg-type]
+    return Warm(object(), object())  # type: ignore[arg-type]
 
 
 def test_an_instance_out_serving_counts_towards_provisioned() -> None:

@@ -27,7 +27,7 @@ from wasmtime.component import (
     Variant,
 )
 
-from wasm_runtime import _context, _crossing, _linker
+from wasm_runtime import _crossing, _hostcall, _linker
 from wasm_runtime._canon import Err, HostResource, Ok
 
 GUEST_DIR = Path(__file__).parent / "guests" / "fastcall"
@@ -273,7 +273,7 @@ class CanonicalHost:
 
 def crossing_linker(engine: Engine, component: Component, impls: dict[str, Any]) -> Linker:
     """Linked as the runtime links a function's imports, with these implementations."""
-    _crossing.install(_context.table)
+    _crossing.install()
     linker = Linker(engine)
     with linker.root() as root:
         for name, item in component.type.imports(engine).items():
@@ -300,10 +300,15 @@ def make_linker_for(engine: Engine, host: Host, component: Component) -> Linker:
 
 
 class Guest:
-    """One instance of the test guest in its own Store."""
+    """One instance of the test guest in its own Store; `table`: the store's resource table, for
+    a linker whose host functions cross in C (`crossing_linker`)."""
 
-    def __init__(self, engine: Engine, linker: Linker, component: Component) -> None:
+    def __init__(
+        self, engine: Engine, linker: Linker, component: Component, table: _hostcall.ResourceTable | None = None
+    ) -> None:
         self.store = Store(engine)
+        if table is not None:
+            _crossing.bind_table(self.store, table)
         self.instance = linker.instantiate(self.store, component)
         self._funcs: dict[str, Any] = {}
 

@@ -9,8 +9,8 @@ wasmtime-py, recorded in a child process by the `baseline` fixture.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from types import SimpleNamespace
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -18,19 +18,13 @@ from wasmtime import Engine, Store, WasmtimeError
 from wasmtime.component import Component, Linker, Variant
 
 from tests.wasm_fastcall import harness, scenarios
-from wasm_runtime import _context, _crossing, _hostcall, _linker
-from wasm_runtime._canon import ResourceTable
+from wasm_runtime import _crossing, _hostcall, _linker
 
 
 @pytest.fixture
-def store_table() -> Iterator[ResourceTable]:
-    """The resource table host calls on this thread reach, as an invocation's Store would give."""
-    table = ResourceTable()
-    _context.current.store = SimpleNamespace(table=table)  # type: ignore[assignment]
-    try:
-        yield table
-    finally:
-        _context.current.store = None
+def store_table() -> _hostcall.ResourceTable:
+    """The guest store's resource table (the runtime makes one for each Store it instantiates)."""
+    return _hostcall.ResourceTable()
 
 
 @pytest.fixture
@@ -39,12 +33,12 @@ def host() -> harness.CanonicalHost:
 
 
 @pytest.fixture
-def guest(engine: Engine, component: Component, host: harness.CanonicalHost, store_table: ResourceTable) -> harness.Guest:
-    return harness.Guest(engine, harness.crossing_linker(engine, component, host.impls()), component)
+def guest(engine: Engine, component: Component, host: harness.CanonicalHost, store_table: _hostcall.ResourceTable) -> harness.Guest:
+    return harness.Guest(engine, harness.crossing_linker(engine, component, host.impls()), component, store_table)
 
 
 def test_every_scenario_answers_as_on_stock_wasmtime(
-    baseline: dict[str, Any], guest: harness.Guest, store_table: ResourceTable
+    baseline: dict[str, Any], guest: harness.Guest, store_table: _hostcall.ResourceTable
 ) -> None:
     calls = _hostcall.stats()["calls"]
     for op, size in scenarios.matrix():
@@ -68,7 +62,7 @@ def test_the_host_receives_canonical_values(guest: harness.Guest, host: harness.
 
 
 def test_resources_are_dropped_through_their_host_object(
-    guest: harness.Guest, host: harness.CanonicalHost, store_table: ResourceTable
+    guest: harness.Guest, host: harness.CanonicalHost, store_table: _hostcall.ResourceTable
 ) -> None:
     drops = _hostcall.stats()["drops"]
     guest.run("blob", harness.pattern(64), 64)
@@ -84,13 +78,14 @@ def test_export_round_trips_are_unchanged(baseline: dict[str, Any], guest: harne
 
 def _probe(engine: Engine, ty: str, impl: Any, on_error: Any = None) -> tuple[Store, Any]:
     component = Component(engine, harness.wat_probe(ty))
-    _crossing.install(_context.table)
+    _crossing.install()
     linker = Linker(engine)
     (name, item), = component.type.imports(engine).items()
     fty = item.ty.exports(engine)["f"].ty
     with linker.root() as root, root.add_instance(name) as inst:
         _crossing.add_func(inst, "f", impl, fty, on_error or _linker._on_error(f"{name}#f"))
     store = Store(engine)
+    _crossing.bind_table(store, _hostcall.ResourceTable())
     func = linker.instantiate(store, component).get_func(store, "call")
     return store, func
 
@@ -137,3 +132,58 @@ def test_a_mismatched_value_layout_is_refused(monkeypatch: pytest.MonkeyPatch) -
 def test_a_mismatched_value_kind_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_crossing, "_KIND", dict(_hostcall.KINDS, RESOURCE=22))
     assert _crossing.layout_problem() == "value kind RESOURCE is 22 in _hostcall.c, 21 in wasmtime-py"
+
+
+def test_an_export_called_in_c_answers_as_wasmtime_py_does(engine: Engine) -> None:
+    store, func = _probe(engine, "u32", lambda a: a * 3)
+    export = _crossing.export(store, func)
+    assert [export(n) for n in (0, 5, 2**31)] == [func(store, n) for n in (0, 5, 2**31)] == [0, 15, 2**31 * 3 % 2**32]
+    with pytest.raises(TypeError, match="takes 1 arguments, not 2"):
+        export(1, 2)
+    with pytest.raises(TypeError, match="expected int"):
+        export("seven")
+    assert export(7) == 21  # a refused call leaves the instance as it was
+
+
+def test_a_trap_in_an_export_called_in_c_is_a_wasmtime_error(engine: Engine) -> None:
+    def boom(a: int) -> int:
+        raise ValueError(f"no {a}")
+
+    store, func = _probe(engine, "u32", boom, lambda exc: f"probe failed: {exc}")
+    export = _crossing.export(store, func)
+    with pytest.raises(WasmtimeError, match="probe failed: no 7"):
+        export(7)
+
+
+def test_a_host_function_named_by_method_calls_it_on_its_first_argument(engine: Engine) -> None:
+    store, func = _probe(engine, "u32", "bit_length")
+    assert func(store, 7) == 3 and func(store, 2**20) == 21
+    store, func = _probe(engine, "u32", "no_such_method", lambda exc: f"{type(exc).__name__}: {exc}")
+    with pytest.raises(WasmtimeError, match="AttributeError: 'int' object has no attribute 'no_such_method'"):
+        func(store, 7)
+
+
+def test_a_resource_table_hands_out_handles_and_refuses_unknown_ones() -> None:
+    table = _hostcall.ResourceTable()
+    a, b = object(), object()
+    ra, rb = table.add(a), table.add(b)
+    assert (ra, rb) == (1, 2) and len(table) == 2
+    assert table.get(ra) is a and table.pop(rb) is b and table.pop(rb) is None
+    assert len(table) == 1
+    with pytest.raises(WasmtimeError, match="unknown resource handle 2"):
+        table.get(rb)
+    with pytest.raises(OverflowError):
+        table.get(2**40)
+
+
+def test_a_cycle_through_a_resource_table_is_collected() -> None:
+    class Holder:  # a host object that leads back to its table, as one reaching its store would
+        table: Any = None
+
+    table, holder = _hostcall.ResourceTable(), Holder()
+    holder.table = table
+    table.add(holder)
+    gone = weakref.ref(holder)
+    del table, holder
+    gc.collect()
+    assert gone() is None
