@@ -352,6 +352,8 @@ class OutputStream(HostResource):
         return Ok(None)
 
     def _wait_room(self) -> None:
+        if self._gone() or self.sink.room() > 0:  # the usual case: no wait, so nothing to push first
+            return
         inv().wait(lambda: self._gone() or self.sink.room() > 0)
 
     def blocking_flush(self) -> Ok | Err:
