@@ -2,6 +2,7 @@
 
     python -m bench.wasm_inproc DATA_DIR [--runs 200]
     python -m bench.wasm_inproc DATA_DIR --concurrency 1,4,16,64 [--duration 3] [--max-executing K]
+    ... [--gateway-headers]
 
 Sequential invocations of examples/hello/hello.wasm through `wasm_runtime.Runtime` (no HTTP, no
 gateway), with a fresh instance each time and with a reused one; prints one JSON object of medians
@@ -12,6 +13,9 @@ warm one (the bench's) makes the start quick.
 With --concurrency, N callers each invoke (reused instance) in a closed loop for --duration seconds;
 for each N: req/s, p50, and the process's CPU and voluntary context switches per request, which
 tell whether a drop at high concurrency is contention (they rise) or a loaded machine (they do not).
+
+The request carries one header (host); with --gateway-headers, the ones the gateway forwards to a
+function too (hello echoes them all, so the guest's work grows with them), as over HTTP.
 """
 
 from __future__ import annotations
@@ -28,14 +32,28 @@ from pathlib import Path
 from wasm_runtime import GuestRequest, Limits, Runtime
 
 HELLO = Path(__file__).resolve().parent.parent / "examples" / "hello" / "hello.wasm"
+HOST = [("host", b"bench")]
+# What gateway.functions.target.guest_request adds to a wrk request (values of the same length).
+GATEWAY_HEADERS = [
+    *HOST,
+    ("x-edgefn-node", b"a"),
+    ("x-request-id", b"4e7dc8d40ed32e0f0000000000000001"),
+    ("traceparent", b"00-ea6803073ac3b1a4a78ea6803073ac3b-a4a78ea6803073ac-01"),
+    ("x-forwarded-for", b"127.0.0.1"),
+    ("x-forwarded-proto", b"http"),
+    ("x-forwarded-host", b"127.0.0.1:18280"),
+    ("via", b"1.1 edgefn-a"),
+]
 
 
 def _discard(_stream: str, _line: str) -> None:
     """The guest's log lines go nowhere: this measures the runtime, not a log sink."""
 
 
-async def _invoke(runtime: Runtime, component: object, reuse: int) -> tuple[float, float]:
-    request = GuestRequest("GET", "http", "bench", "/hello", [("host", b"bench")], None)
+async def _invoke(
+    runtime: Runtime, component: object, reuse: int, headers: list[tuple[str, bytes]] = HOST
+) -> tuple[float, float]:
+    request = GuestRequest("GET", "http", "bench", "/hello", headers, None)
     start = time.perf_counter()
     response = await runtime.invoke(
         component,  # type: ignore[arg-type]
@@ -48,15 +66,15 @@ async def _invoke(runtime: Runtime, component: object, reuse: int) -> tuple[floa
     return (time.perf_counter() - start) * 1000, response.stats.init_ms
 
 
-async def measure(data_dir: Path, runs: int) -> dict[str, float]:
+async def measure(data_dir: Path, runs: int, headers: list[tuple[str, bytes]] = HOST) -> dict[str, float]:
     runtime = Runtime(data_dir)
     try:
         component = await runtime.load(HELLO)
         out: dict[str, float] = {}
         for mode, reuse in (("fresh", 0), ("reuse", 1000)):
             for _ in range(max(5, runs // 10)):
-                await _invoke(runtime, component, reuse)
-            samples = [await _invoke(runtime, component, reuse) for _ in range(runs)]
+                await _invoke(runtime, component, reuse, headers)
+            samples = [await _invoke(runtime, component, reuse, headers) for _ in range(runs)]
             out[f"{mode}_ms"] = statistics.median(s[0] for s in samples)
             if mode == "fresh":
                 out["instantiate_ms"] = statistics.median(s[1] for s in samples)
@@ -66,7 +84,11 @@ async def measure(data_dir: Path, runs: int) -> dict[str, float]:
 
 
 async def concurrent(
-    data_dir: Path, levels: list[int], duration: float, max_executing: int | None
+    data_dir: Path,
+    levels: list[int],
+    duration: float,
+    max_executing: int | None,
+    headers: list[tuple[str, bytes]] = HOST,
 ) -> list[dict[str, float]]:
     runtime = Runtime(data_dir, max_executing=max_executing)
     try:
@@ -77,7 +99,7 @@ async def concurrent(
 
             async def caller(until: float, into: list[float]) -> None:
                 while time.perf_counter() < until:
-                    into.append((await _invoke(runtime, component, 1000))[0])
+                    into.append((await _invoke(runtime, component, 1000, headers))[0])
 
             await asyncio.gather(*(caller(time.perf_counter() + 0.5, []) for _ in range(n)))  # warm pool
             switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
@@ -114,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=_levels, help="closed-loop callers, e.g. 1,4,16,64 (reused)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per --concurrency level")
     p.add_argument("--max-executing", type=int, help="the Runtime's max_executing (default: its own)")
+    p.add_argument("--gateway-headers", action="store_true", help="send the headers the gateway forwards")
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be >= 1")
@@ -122,11 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     if not HELLO.exists():
         print(json.dumps({"error": f"missing {HELLO}: run `make examples`"}))
         return 1
+    headers = GATEWAY_HEADERS if args.gateway_headers else HOST
     if args.concurrency:
-        result = asyncio.run(concurrent(args.data_dir, args.concurrency, args.duration, args.max_executing))
-        print(json.dumps(result))
+        run = concurrent(args.data_dir, args.concurrency, args.duration, args.max_executing, headers)
+        print(json.dumps(asyncio.run(run)))
     else:
-        print(json.dumps(asyncio.run(measure(args.data_dir, args.runs))))
+        print(json.dumps(asyncio.run(measure(args.data_dir, args.runs, headers))))
     return 0
 
 
