@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from wasmtime import Store, WasmtimeError
@@ -25,6 +26,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import (
     BorrowType,
     EnumType,
+    ExportIndex,
     FlagsType,
     Func,
     FuncType,
@@ -178,15 +180,28 @@ def bind_table(store: Store, table: ResourceTable) -> None:
     _hostcall.bind_table(_context_address(store), table)
 
 
-def export(store: Store, func: Func) -> _hostcall.Export:
-    """`func` of an instance in `store` (bound to a table), called as `export(*args)` with canonical
-    values; it returns the canonical result, post-returned, or raises WasmtimeError as wasmtime-py
-    would. For the calls made on every request: no ctypes, no type lookup per call."""
-    install()
-    fty = func.type(store)
-    params = tuple(plan_of(ty) for _, ty in fty.params)
+@dataclass(frozen=True)
+class ExportPlan:
+    """Where one export of a component is and the plans of its values: made once, when the
+    component is loaded, for every instance of it."""
+
+    index: ExportIndex
+    params: tuple[Plan, ...]
+    result: Plan | None
+
+
+def export_plan(index: ExportIndex, fty: FuncType) -> ExportPlan:
     result = None if fty.result is None else plan_of(fty.result)
-    return _hostcall.Export(bytes(func._func), _context_address(store), params, result, _error_from)
+    return ExportPlan(index, tuple(plan_of(ty) for _, ty in fty.params), result)
+
+
+def export(store: Store, func: Func, plan: ExportPlan) -> _hostcall.Export:
+    """`func` (at `plan.index` of an instance in `store`, which is bound to a table), called as
+    `export(*args)` with canonical values; it returns the canonical result, post-returned, or
+    raises WasmtimeError as wasmtime-py would. For the calls made on every request: no ctypes,
+    no type lookup per call."""
+    install()
+    return _hostcall.Export(bytes(func._func), _context_address(store), plan.params, plan.result, _error_from)
 
 
 def _error_from(address: int) -> WasmtimeError:

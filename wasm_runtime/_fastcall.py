@@ -4,8 +4,9 @@ wasmtime-py converts a `list<u8>` one Python call per byte (about 2 s per MiB ea
 rebuilds a function's parameter and result types from C on every call. The runtime's own calls no
 longer pass through wasmtime-py at all (host functions and the handler's export cross in C,
 `_crossing`); what still does, a guest export called through wasmtime-py's `Func` and the values
-it carries, is made cheap here, reaching beneath wasmtime-py's public API. Everything that does so lives here, guarded by an exact version check and
-a layout self-test, so that a wasmtime upgrade fails loudly instead of corrupting memory.
+it carries, is made cheap here, reaching beneath wasmtime-py's public API. Everything that does
+so lives here, guarded by an exact version check and a layout self-test, so that a wasmtime
+upgrade fails loudly instead of corrupting memory.
 
 What `install()` changes, process-wide:
 

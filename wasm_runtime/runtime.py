@@ -31,7 +31,7 @@ from typing import Any
 import cachetools
 from wasmtime import Config, Engine, Store, WasmtimeError
 from wasmtime import _ffi as ffi
-from wasmtime.component import Component, ExportIndex, Linker
+from wasmtime.component import Component, FuncType, Linker
 
 from . import _body_adapter, _compat, _crossing, _memory_probe
 from ._canon import Err, Ok
@@ -88,12 +88,12 @@ class LoadedComponent:
     component: Component
     linker: Linker
     handler: str
-    handle_index: ExportIndex
+    handle: _crossing.ExportPlan
     from_cache: bool = False
     load_ms: float = 0.0
     reuse_ok: bool = True
     io_max: int = MAX_IO  # see Invocation.io_max
-    memory_probe: ExportIndex | None = None  # see _memory_probe
+    memory_probe: _crossing.ExportPlan | None = None  # see _memory_probe
 
 
 _CALLBACK_T, _FINALIZER_T = (ffi.dll.wasmtime_store_epoch_deadline_callback.argtypes[i] for i in (1, 3))
@@ -322,20 +322,25 @@ class Runtime:
             tmp.write_bytes(component.serialize())
             os.replace(tmp, cwasm)
         ms = (time.perf_counter() - t0) * 1000
-        handler = next((n for n in component.type.exports(self.engine) if HANDLER.match(n)), None)
+        exports = component.type.exports(self.engine)
+        handler = next((n for n in exports if HANDLER.match(n)), None)
         if handler is None:
             raise InvalidComponent(f"{name}: does not export wasi:http/incoming-handler@0.2.x")
         inst_index = component.get_export_index(handler)
         handle_index = component.get_export_index("handle", inst_index) if inst_index is not None else None
-        if handle_index is None:
+        handle_type = exports[handler].ty.exports(self.engine).get("handle")
+        if handle_index is None or handle_type is None or not isinstance(handle_type.ty, FuncType):
             raise InvalidComponent(f"{name}: {handler} has no `handle` function")
         try:
             linker = build_linker(self.engine, component)
         except WasmtimeError as exc:
             raise InvalidComponent(f"{name}: cannot link its imports: {exc}") from exc
         adapted = _body_adapter.INTERFACE in component.type.imports(self.engine)
-        probe = component.get_export_index(_memory_probe.EXPORT_NAME)
-        if probe is None:
+        probe = None
+        probe_index = component.get_export_index(_memory_probe.EXPORT_NAME)
+        if probe_index is not None:
+            probe = _crossing.export_plan(probe_index, exports[_memory_probe.EXPORT_NAME].ty)
+        else:
             log.info("%s: its REPORT lines will have no Max Memory Used (no memory probe)", name)
         if from_cache:
             log.info("loaded %s sha256=%s from cache in %.0f ms", name, sha[:12], ms)
@@ -347,7 +352,7 @@ class Runtime:
             component,
             linker,
             handler,
-            handle_index,
+            _crossing.export_plan(handle_index, handle_type.ty),
             from_cache,
             ms,
             io_max=_body_adapter.IO_MAX if adapted else MAX_IO,
@@ -665,12 +670,13 @@ class Runtime:
         _crossing.bind_table(store, ResourceTable())
         store.set_epoch_deadline(ticks)
         instance = comp.linker.instantiate(store, comp.component)
-        func = instance.get_func(store, comp.handle_index)
+        func = instance.get_func(store, comp.handle.index)
         if func is None:
             raise InvalidComponent(f"{comp.name}: handle is not a function")
-        probe = instance.get_func(store, comp.memory_probe) if comp.memory_probe is not None else None
-        handle = _crossing.export(store, func)
-        return Warm(store, handle, None if probe is None else _crossing.export(store, probe))
+        handle = _crossing.export(store, func, comp.handle)
+        plan = comp.memory_probe
+        probe = None if plan is None else instance.get_func(store, plan.index)
+        return Warm(store, handle, None if probe is None else _crossing.export(store, probe, plan))
 
     def _ticks(self, inv: Invocation) -> int:
         if inv.inline:

@@ -76,7 +76,7 @@ def test_export_round_trips_are_unchanged(baseline: dict[str, Any], guest: harne
         assert guest.call("identity", harness.pattern(size)) == expected
 
 
-def _probe(engine: Engine, ty: str, impl: Any, on_error: Any = None) -> tuple[Store, Any]:
+def _probe(engine: Engine, ty: str, impl: Any, on_error: Any = None) -> tuple[Store, Any, _crossing.ExportPlan]:
     component = Component(engine, harness.wat_probe(ty))
     _crossing.install()
     linker = Linker(engine)
@@ -86,8 +86,10 @@ def _probe(engine: Engine, ty: str, impl: Any, on_error: Any = None) -> tuple[St
         _crossing.add_func(inst, "f", impl, fty, on_error or _linker._on_error(f"{name}#f"))
     store = Store(engine)
     _crossing.bind_table(store, _hostcall.ResourceTable())
-    func = linker.instantiate(store, component).get_func(store, "call")
-    return store, func
+    index = component.get_export_index("call")
+    assert index is not None
+    func = linker.instantiate(store, component).get_func(store, index)
+    return store, func, _crossing.export_plan(index, func.type(store))
 
 
 @pytest.mark.parametrize(
@@ -96,7 +98,7 @@ def _probe(engine: Engine, ty: str, impl: Any, on_error: Any = None) -> tuple[St
      ("f64", 1, 1.0)],
 )
 def test_scalar_results_wrap_as_ctypes_assigns_them(engine: Engine, ty: str, returned: Any, expected: Any) -> None:
-    store, func = _probe(engine, ty, lambda a: returned)
+    store, func, _plan = _probe(engine, ty, lambda a: returned)
     assert func(store, 0.0 if ty == "f64" else 0) == expected
 
 
@@ -110,14 +112,14 @@ def test_an_exception_in_a_host_function_traps_with_its_name(engine: Engine) -> 
     def boom(a: int) -> int:
         raise ValueError(f"no {a}")
 
-    store, func = _probe(engine, "u32", boom, on_error)
+    store, func, _plan = _probe(engine, "u32", boom, on_error)
     with pytest.raises(WasmtimeError, match="probe failed: no 7"):
         func(store, 7)
     assert isinstance(messages[0], ValueError) and messages[0].__traceback__ is not None
 
 
 def test_a_result_that_does_not_fit_the_type_traps(engine: Engine) -> None:
-    store, func = _probe(engine, "u32", lambda a: "seven")
+    store, func, _plan = _probe(engine, "u32", lambda a: "seven")
     with pytest.raises(WasmtimeError, match="TypeError: expected int, got str"):
         func(store, 7)
 
@@ -135,8 +137,8 @@ def test_a_mismatched_value_kind_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_an_export_called_in_c_answers_as_wasmtime_py_does(engine: Engine) -> None:
-    store, func = _probe(engine, "u32", lambda a: a * 3)
-    export = _crossing.export(store, func)
+    store, func, plan = _probe(engine, "u32", lambda a: a * 3)
+    export = _crossing.export(store, func, plan)
     assert [export(n) for n in (0, 5, 2**31)] == [func(store, n) for n in (0, 5, 2**31)] == [0, 15, 2**31 * 3 % 2**32]
     with pytest.raises(TypeError, match="takes 1 arguments, not 2"):
         export(1, 2)
@@ -149,16 +151,16 @@ def test_a_trap_in_an_export_called_in_c_is_a_wasmtime_error(engine: Engine) -> 
     def boom(a: int) -> int:
         raise ValueError(f"no {a}")
 
-    store, func = _probe(engine, "u32", boom, lambda exc: f"probe failed: {exc}")
-    export = _crossing.export(store, func)
+    store, func, plan = _probe(engine, "u32", boom, lambda exc: f"probe failed: {exc}")
+    export = _crossing.export(store, func, plan)
     with pytest.raises(WasmtimeError, match="probe failed: no 7"):
         export(7)
 
 
 def test_a_host_function_named_by_method_calls_it_on_its_first_argument(engine: Engine) -> None:
-    store, func = _probe(engine, "u32", "bit_length")
+    store, func, _plan = _probe(engine, "u32", "bit_length")
     assert func(store, 7) == 3 and func(store, 2**20) == 21
-    store, func = _probe(engine, "u32", "no_such_method", lambda exc: f"{type(exc).__name__}: {exc}")
+    store, func, _plan = _probe(engine, "u32", "no_such_method", lambda exc: f"{type(exc).__name__}: {exc}")
     with pytest.raises(WasmtimeError, match="AttributeError: 'int' object has no attribute 'no_such_method'"):
         func(store, 7)
 
