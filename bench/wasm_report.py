@@ -480,8 +480,9 @@ def _reading(results: Results, opts: Options) -> list[str]:
         "(wasm_runtime/_pool.py), so at 64 connections requests find a warm instance, and a request "
         "without a body runs on the event loop's own thread (no hand-off to a guest thread); what is "
         "left is the guest's wasm (about 0.3-0.4 ms, with the headers the gateway forwards to it), its "
-        "34 host calls' Python bodies (about 0.15 ms), the export call through wasmtime-py, and the "
-        "gateway's own Python per request.",
+        "39 host calls (each through wasmtime's dynamic host-function path and `_hostcall.c` to a "
+        "Python body), and the gateway's own Python per request; the export call itself crosses in C "
+        "since December 2026 (`_hostcall.Export`).",
         f"- **20 MB stream**: edgefn moved {fmt(edge_mib, 1)} MiB/s. The guest's bytes reach the host "
         "through the byte adapter (wasm_runtime/_body_adapter.py, see "
         f"[performance-wasm-calls.md]({WASM_CALLS_DOC})): a small component composed around the guest "

@@ -1051,13 +1051,40 @@ static int lower(const plan_t *p, PyObject *obj, val_t *out, wt_context_t *ctx) 
 
 #define MAX_PARAMS 16
 
+/* A function's value plans, a host function's or an export's. */
+typedef struct {
+    Py_ssize_t nparams;
+    plan_t *params[MAX_PARAMS];
+    plan_t *result; /* NULL: the function returns nothing */
+} signature_t;
+
+/* Plans for `params` (a tuple of plan specs) and `result` (a spec or None); -1 with an exception. */
+static int signature_fill(signature_t *sig, PyObject *params, PyObject *result) {
+    if (PyTuple_GET_SIZE(params) > MAX_PARAMS) {
+        PyErr_Format(PyExc_ValueError, "functions take at most %d parameters here", MAX_PARAMS);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(params); i++) {
+        if ((sig->params[i] = plan_new(PyTuple_GET_ITEM(params, i))) == NULL)
+            return -1;
+        sig->nparams = i + 1;
+    }
+    if (result != Py_None && (sig->result = plan_new(result)) == NULL)
+        return -1;
+    return 0;
+}
+
+static void signature_free(signature_t *sig) {
+    for (Py_ssize_t i = 0; i < sig->nparams; i++)
+        plan_free(sig->params[i]);
+    plan_free(sig->result);
+}
+
 typedef struct {
     PyObject_HEAD
     PyObject *impl;      /* called with the canonical arguments; a str: that method of the first */
     PyObject *on_error;  /* on_error(exception) -> str: the trap message (and any bookkeeping) */
-    Py_ssize_t nparams;
-    plan_t *params[MAX_PARAMS];
-    plan_t *result;      /* NULL: the function returns nothing */
+    signature_t sig;
 } HostFunc;
 
 /* Calls and drops served here since the process started (under the GIL). */
@@ -1066,9 +1093,7 @@ static unsigned long long calls_served, drops_served;
 static void HostFunc_dealloc(HostFunc *self) {
     Py_XDECREF(self->impl);
     Py_XDECREF(self->on_error);
-    for (Py_ssize_t i = 0; i < self->nparams; i++)
-        plan_free(self->params[i]);
-    plan_free(self->result);
+    signature_free(&self->sig);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1082,20 +1107,11 @@ static int HostFunc_init(HostFunc *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_TypeError, "HostFunc is initialised once");
         return -1;
     }
-    if (PyTuple_GET_SIZE(params) > MAX_PARAMS) {
-        PyErr_Format(PyExc_ValueError, "host functions take at most %d parameters", MAX_PARAMS);
-        return -1;
-    }
     if (PyUnicode_Check(impl) && PyTuple_GET_SIZE(params) == 0) {
         PyErr_SetString(PyExc_ValueError, "a method needs the object it is called on as its first parameter");
         return -1;
     }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(params); i++) {
-        if ((self->params[i] = plan_new(PyTuple_GET_ITEM(params, i))) == NULL)
-            return -1;
-        self->nparams = i + 1;
-    }
-    if (result != Py_None && (self->result = plan_new(result)) == NULL)
+    if (signature_fill(&self->sig, params, result) < 0)
         return -1;
     Py_INCREF(impl);
     self->impl = impl;
@@ -1147,20 +1163,21 @@ static wt_error_t *call_host(void *env, wt_context_t *ctx, const void *ty, val_t
     PyObject *res = NULL;
     wt_error_t *err = NULL;
     calls_served++;
-    if ((Py_ssize_t)nargs != self->nparams || nresults != (self->result ? 1u : 0u)) {
+    const signature_t *sig = &self->sig;
+    if ((Py_ssize_t)nargs != sig->nparams || nresults != (sig->result ? 1u : 0u)) {
         PyErr_Format(PyExc_TypeError, "host function called with %zu arguments and %zu results; its type has %zd and %d",
-                     nargs, nresults, self->nparams, self->result ? 1 : 0);
+                     nargs, nresults, sig->nparams, sig->result ? 1 : 0);
         goto fail;
     }
-    for (; lifted < self->nparams; lifted++)
-        if ((argv[lifted] = lift(self->params[lifted], &args[lifted], ctx)) == NULL)
+    for (; lifted < sig->nparams; lifted++)
+        if ((argv[lifted] = lift(sig->params[lifted], &args[lifted], ctx)) == NULL)
             goto fail;
     res = PyUnicode_Check(self->impl) ? PyObject_VectorcallMethod(self->impl, argv, (size_t)lifted, NULL)
                                       : PyObject_Vectorcall(self->impl, argv, (size_t)lifted, NULL);
     if (res == NULL)
         goto fail;
-    if (self->result != NULL) {
-        if (lower(self->result, res, &results[0], ctx) < 0)
+    if (sig->result != NULL) {
+        if (lower(sig->result, res, &results[0], ctx) < 0)
             goto fail;
     } else if (res != Py_None) {
         PyErr_Format(PyExc_TypeError, "host function without a result returned %.200s", Py_TYPE(res)->tp_name);
@@ -1229,16 +1246,12 @@ typedef struct {
     unsigned char func[FUNC_MAX];
     wt_context_t *ctx;
     PyObject *error_from; /* error_from(address) -> the exception for a wasmtime_error_t (taken) */
-    Py_ssize_t nparams;
-    plan_t *params[MAX_PARAMS];
-    plan_t *result;
+    signature_t sig;
 } Export;
 
 static void Export_dealloc(Export *self) {
     Py_XDECREF(self->error_from);
-    for (Py_ssize_t i = 0; i < self->nparams; i++)
-        plan_free(self->params[i]);
-    plan_free(self->result);
+    signature_free(&self->sig);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1251,28 +1264,16 @@ static int Export_init(Export *self, PyObject *args, PyObject *kwds) {
                                      &error_from))
         return -1;
     int rc = -1;
-    if (self->error_from != NULL) {
+    if (self->error_from != NULL || self->sig.nparams > 0 || self->sig.result != NULL) {
         PyErr_SetString(PyExc_TypeError, "Export is initialised once");
     } else if (func.len <= 0 || func.len > FUNC_MAX || ctx == 0) {
         PyErr_Format(PyExc_ValueError, "Export needs a function of 1-%d bytes and a context", FUNC_MAX);
-    } else if (PyTuple_GET_SIZE(params) > MAX_PARAMS) {
-        PyErr_Format(PyExc_ValueError, "exports take at most %d parameters here", MAX_PARAMS);
-    } else if (initialised()) {
+    } else if (initialised() && signature_fill(&self->sig, params, result) == 0) {
         memcpy(self->func, func.buf, (size_t)func.len);
         self->ctx = (wt_context_t *)(uintptr_t)ctx;
+        Py_INCREF(error_from);
+        self->error_from = error_from;
         rc = 0;
-        for (Py_ssize_t i = 0; rc == 0 && i < PyTuple_GET_SIZE(params); i++) {
-            if ((self->params[i] = plan_new(PyTuple_GET_ITEM(params, i))) == NULL)
-                rc = -1;
-            else
-                self->nparams = i + 1;
-        }
-        if (rc == 0 && result != Py_None && (self->result = plan_new(result)) == NULL)
-            rc = -1;
-        if (rc == 0) {
-            Py_INCREF(error_from);
-            self->error_from = error_from;
-        }
     }
     PyBuffer_Release(&func);
     return rc;
@@ -1293,26 +1294,27 @@ static PyObject *Export_call(Export *self, PyObject *const *args, size_t nargsf,
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)
         return PyErr_Format(PyExc_TypeError, "an export takes no keyword arguments");
-    if (nargs != self->nparams)
-        return PyErr_Format(PyExc_TypeError, "the export takes %zd arguments, not %zd", self->nparams, nargs);
+    const signature_t *sig = &self->sig;
+    if (nargs != sig->nparams)
+        return PyErr_Format(PyExc_TypeError, "the export takes %zd arguments, not %zd", sig->nparams, nargs);
     val_t vals[MAX_PARAMS];
     Py_ssize_t lowered = 0;
     PyObject *out = NULL;
     for (; lowered < nargs; lowered++)
-        if (lower(self->params[lowered], args[lowered], &vals[lowered], self->ctx) < 0)
+        if (lower(sig->params[lowered], args[lowered], &vals[lowered], self->ctx) < 0)
             goto done;
     val_t result;
     memset(&result, 0, sizeof result);
     wt_error_t *err;
     Py_BEGIN_ALLOW_THREADS
-    err = W.func_call(self->func, self->ctx, vals, (size_t)nargs, self->result ? &result : NULL, self->result ? 1 : 0);
+    err = W.func_call(self->func, self->ctx, vals, (size_t)nargs, sig->result ? &result : NULL, sig->result ? 1 : 0);
     Py_END_ALLOW_THREADS
     if (err != NULL) {
         raise_from_error(self, err);
         goto done;
     }
-    out = self->result ? lift(self->result, &result, self->ctx) : Py_NewRef(Py_None);
-    if (self->result)
+    out = sig->result ? lift(sig->result, &result, self->ctx) : Py_NewRef(Py_None);
+    if (sig->result)
         W.val_delete(&result);
     Py_BEGIN_ALLOW_THREADS
     err = W.func_post_return(self->func, self->ctx);
