@@ -148,3 +148,50 @@ def test_a_big_flushed_chunk_wakes_the_loop_at_once_and_a_small_one_waits_for_co
     sink.push(b"x" * HOLD_BYTES)
     sink.push(b"x" * (HOLD_BYTES - 1))
     assert posts == [True, False, True]
+
+
+def test_a_guest_line_on_stdout_reaches_the_log_when_written_not_at_a_flush() -> None:
+    """stdout and stderr keep nothing back: a line is the invocation's log line as soon as its
+    newline is written (a partial one waits for the rest, or the invocation's end), and a write
+    never has to wait for room."""
+    from wasm_runtime import OutboundPolicy, _wasi
+    from wasm_runtime._context import Invocation, current
+    from wasm_runtime._streams import MAX_IO
+    from wasm_runtime.outbound import HttpxTransport
+
+    async def main() -> list[list[tuple[str, str]]]:
+        def logged(stream: str, line: str) -> None:
+            raise AssertionError("kept on the invocation, not posted")
+
+        inv = Invocation(
+            loop=asyncio.get_running_loop(),
+            request=request(),
+            limits=Limits(),
+            env={},
+            outbound=OutboundPolicy(),
+            transport=HttpxTransport(),
+            request_id="r1",
+            log_fn=logged,
+            io_max=MAX_IO,
+        )
+        inv.inline = True  # its posts are kept on it, in order, as on the event loop's thread
+        current.inv = inv
+        seen = []
+        try:
+            out = _wasi._stdout()
+            assert out.check_write() == Ok(min(1 << 20, MAX_IO))
+            assert out.write(b"one\ntw") == Ok(None)
+            seen.append([args for _, args in inv.kept])
+            assert out.write(b"o\nthr") == Ok(None) and out.blocking_flush() == Ok(None)
+            seen.append([args for _, args in inv.kept])
+            for cleanup in inv.cleanups:
+                cleanup()
+            seen.append([args for _, args in inv.kept])
+        finally:
+            current.inv = None
+        return seen
+
+    first, second, last = arun(main())
+    assert first == [("stdout", "one")]
+    assert second == [("stdout", "one"), ("stdout", "two")]
+    assert last == [("stdout", "one"), ("stdout", "two"), ("stdout", "thr")]
