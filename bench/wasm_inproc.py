@@ -3,6 +3,7 @@
     python -m bench.wasm_inproc DATA_DIR [--runs 200]
     python -m bench.wasm_inproc DATA_DIR --concurrency 1,4,16,64 [--duration 3] [--max-executing K]
     ... [--gateway-headers]
+    python -m bench.wasm_inproc DATA_DIR --calls [--runs 500] [--gateway-headers]
 
 Sequential invocations of examples/hello/hello.wasm through `wasm_runtime.Runtime` (no HTTP, no
 gateway), with a fresh instance each time and with a reused one; prints one JSON object of medians
@@ -16,6 +17,10 @@ tell whether a drop at high concurrency is contention (they rise) or a loaded ma
 
 The request carries one header (host); with --gateway-headers, the ones the gateway forwards to a
 function too (hello echoes them all, so the guest's work grows with them), as over HTTP.
+
+With --calls: the Python functions and C functions called from Python (`sys.setprofile`'s "call"
+and "c_call", on every thread) a reused invocation makes, averaged over --runs: a count of the
+host's work that, unlike time, this machine's noise does not move.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import resource
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -119,6 +125,32 @@ async def concurrent(
         await runtime.aclose()
 
 
+async def count_calls(data_dir: Path, runs: int, headers: list[tuple[str, bytes]]) -> dict[str, float]:
+    runtime = Runtime(data_dir)
+    calls = 0
+
+    def count(_frame: object, event: str, _arg: object) -> None:
+        nonlocal calls
+        if event in ("call", "c_call"):
+            calls += 1
+
+    try:
+        component = await runtime.load(HELLO)
+        for _ in range(50):
+            await _invoke(runtime, component, 1000, headers)
+        sys.setprofile(count)
+        threading.setprofile(count)
+        try:
+            for _ in range(runs):
+                await _invoke(runtime, component, 1000, headers)
+        finally:
+            sys.setprofile(None)
+            threading.setprofile(None)  # type: ignore[arg-type]
+        return {"calls_per_invoke": round(calls / runs, 1)}
+    finally:
+        await runtime.aclose()
+
+
 def _levels(text: str) -> list[int]:
     try:
         levels = [int(x) for x in text.split(",")]
@@ -137,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=3.0, help="seconds per --concurrency level")
     p.add_argument("--max-executing", type=int, help="the Runtime's max_executing (default: its own)")
     p.add_argument("--gateway-headers", action="store_true", help="send the headers the gateway forwards")
+    p.add_argument("--calls", action="store_true", help="count the Python and C calls a reused invoke makes")
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be >= 1")
@@ -146,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": f"missing {HELLO}: run `make examples`"}))
         return 1
     headers = GATEWAY_HEADERS if args.gateway_headers else HOST
-    if args.concurrency:
+    if args.calls:
+        print(json.dumps(asyncio.run(count_calls(args.data_dir, args.runs, headers))))
+    elif args.concurrency:
         run = concurrent(args.data_dir, args.concurrency, args.duration, args.max_executing, headers)
         print(json.dumps(asyncio.run(run)))
     else:
