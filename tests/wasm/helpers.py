@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from wasm_runtime import GuestRequest, GuestResponse, OutboundTransport, Runtime
+from wasm_runtime import GuestRequest, GuestResponse, Limits, OutboundPolicy, OutboundTransport, Runtime
+from wasm_runtime._context import Invocation
+from wasm_runtime._streams import MAX_IO
+from wasm_runtime.outbound import HttpxTransport
 
 
 def pattern(n: int, start: int = 0) -> bytes:
@@ -43,3 +46,18 @@ async def runtime(data_dir: Path, transport: OutboundTransport | None = None) ->
         yield rt
     finally:
         await rt.aclose()
+
+
+def invocation(limits: Limits | None = None, log_fn: Callable[[str, str], None] | None = None) -> Invocation:
+    """An invocation of a GET / on the running event loop, for host code called without a guest."""
+    return Invocation(
+        loop=asyncio.get_running_loop(),
+        request=request(),
+        limits=limits or Limits(),
+        env={},
+        outbound=OutboundPolicy(),
+        transport=HttpxTransport(),
+        request_id="r1",
+        log_fn=log_fn,
+        io_max=MAX_IO,
+    )

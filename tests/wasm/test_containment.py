@@ -14,7 +14,7 @@ from wasm_runtime import FunctionError, FunctionTimeout, FunctionTrap, Limits, R
 
 from .conftest import arun
 from .fnserver import Fn, FnApp
-from .helpers import drain, request, runtime
+from .helpers import drain, invocation, request, runtime
 
 
 def test_infinite_loop_gets_504_while_another_function_answers_at_normal_speed(
@@ -129,25 +129,10 @@ def test_a_trap_after_the_client_left_is_a_cancel_not_a_crash(data_dir: Path) ->
     the client's leaving, and must not be logged and counted as a crashed function."""
     from wasmtime import WasmtimeError
 
-    from wasm_runtime import OutboundPolicy
-    from wasm_runtime._context import Invocation
-    from wasm_runtime._streams import MAX_IO
-    from wasm_runtime.outbound import HttpxTransport
-
     async def classify(cancelled: bool) -> FunctionError:
         rt = Runtime(data_dir)
         try:
-            inv = Invocation(
-                loop=asyncio.get_running_loop(),
-                request=request(),
-                limits=Limits(timeout_s=30),
-                env={},
-                outbound=OutboundPolicy(),
-                transport=HttpxTransport(),
-                request_id="r1",
-                log_fn=None,
-                io_max=MAX_IO,
-            )
+            inv = invocation(Limits(timeout_s=30))
             if cancelled:
                 inv.cancel()
             return rt._classify(

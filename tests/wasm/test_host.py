@@ -14,7 +14,7 @@ from wasm_runtime._canon import Err, Ok
 from wasm_runtime._http import Fields
 
 from .conftest import arun
-from .helpers import drain, request, runtime
+from .helpers import drain, invocation, request, runtime
 
 
 def test_fields_validate_names_and_values() -> None:
@@ -154,26 +154,15 @@ def test_a_guest_line_on_stdout_reaches_the_log_when_written_not_at_a_flush() ->
     """stdout and stderr keep nothing back: a line is the invocation's log line as soon as its
     newline is written (a partial one waits for the rest, or the invocation's end), and a write
     never has to wait for room."""
-    from wasm_runtime import OutboundPolicy, _wasi
-    from wasm_runtime._context import Invocation, current
+    from wasm_runtime import _wasi
+    from wasm_runtime._context import current
     from wasm_runtime._streams import MAX_IO
-    from wasm_runtime.outbound import HttpxTransport
 
     async def main() -> list[list[tuple[str, str]]]:
         def logged(stream: str, line: str) -> None:
             raise AssertionError("kept on the invocation, not posted")
 
-        inv = Invocation(
-            loop=asyncio.get_running_loop(),
-            request=request(),
-            limits=Limits(),
-            env={},
-            outbound=OutboundPolicy(),
-            transport=HttpxTransport(),
-            request_id="r1",
-            log_fn=logged,
-            io_max=MAX_IO,
-        )
+        inv = invocation(log_fn=logged)
         inv.inline = True  # its posts are kept on it, in order, as on the event loop's thread
         current.inv = inv
         seen = []
