@@ -191,8 +191,13 @@ class ExportPlan:
 
 
 def export_plan(index: ExportIndex, fty: FuncType) -> ExportPlan:
-    result = None if fty.result is None else plan_of(fty.result)
-    return ExportPlan(index, tuple(plan_of(ty) for _, ty in fty.params), result)
+    return ExportPlan(index, *_signature(fty))
+
+
+def _signature(fty: FuncType, latin1: bool = False) -> tuple[tuple[Plan, ...], Plan | None]:
+    """The plans of a function's parameters and of its result (None: it returns nothing)."""
+    result = None if fty.result is None else plan_of(fty.result, latin1)
+    return tuple(plan_of(ty, latin1) for _, ty in fty.params), result
 
 
 def export(store: Store, func: Func, plan: ExportPlan) -> _hostcall.Export:
@@ -220,9 +225,8 @@ def add_func(
     """Defines `name` in `inst` as `impl`, called with canonical values (a str: that method of
     the first argument); an exception it raises (or a value that does not fit `fty`) becomes a
     trap whose message `on_error` writes. `latin1`: strings are bytes to `impl` (see `plan_of`)."""
-    result = fty.result
-    params = tuple(plan_of(t, latin1) for _, t in fty.params)
-    func = _hostcall.HostFunc(impl, params, None if result is None else plan_of(result, latin1), on_error)
+    params, result = _signature(fty, latin1)
+    func = _hostcall.HostFunc(impl, params, result, on_error)
     _hostcall.add_func(_address(inst), name.encode(), func)
     return func
 

@@ -351,10 +351,13 @@ class OutputStream(HostResource):
         self.push_pending()
         return Ok(None)
 
+    def _writable(self) -> bool:
+        return self._gone() or self.sink.room() > 0
+
     def _wait_room(self) -> None:
-        if self._gone() or self.sink.room() > 0:  # the usual case: no wait, so nothing to push first
+        if self._writable():  # the usual case: no wait, so nothing to push first
             return
-        inv().wait(lambda: self._gone() or self.sink.room() > 0)
+        inv().wait(self._writable)
 
     def blocking_flush(self) -> Ok | Err:
         r = self.flush()

@@ -824,7 +824,7 @@ def _memory_used(comp: LoadedComponent, warm: Warm) -> int:
     if warm.memory_probe is None:
         return 0
     try:
-        return int(warm.memory_probe()) * _memory_probe.PAGE
+        return warm.memory_probe() * _memory_probe.PAGE
     except WasmtimeError as exc:  # its deadline passed just now: the figure is lost, not the answer
         log.info("%s: could not read its memory size: %s", comp.name, str(exc).splitlines()[0])
         return 0
