@@ -26,6 +26,13 @@ def _med(samples: Sequence[HelloSample], attr: str) -> float:
     return median([getattr(s.wrk, attr) for s in samples])
 
 
+def _cpu_ms(samples: Sequence[HelloSample]) -> float:
+    """CPU of the whole process tree a request (ms), the median over passes: what a system spends
+    per request whatever the machine's speed that minute, and so where a req/s ratio comes from."""
+    per = [s.cpu_pct * 10 / s.wrk.req_per_s for s in samples if s.wrk.req_per_s > 0]
+    return median(per) if per else float("nan")
+
+
 def _pct(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -125,6 +132,8 @@ def _hello(results: Results, opts: Options) -> list[str]:
                 fmt(_med(c64, "p50_ms"), 1),
                 fmt(_med(c64, "p99_ms"), 1),
                 fmt(median([s.cpu_pct for s in c64])),
+                fmt(_cpu_ms(c1), 3),
+                fmt(_cpu_ms(c64), 3),
                 fmt(max((s.rss_peak_mb for s in c64), default=float("nan"))),
                 str(sum(s.wrk.errors for s in c1 + c64)),
                 ", ".join(fmt(s.wrk.req_per_s) for s in c64),
@@ -139,6 +148,8 @@ def _hello(results: Results, opts: Options) -> list[str]:
         "c64 p50 ms",
         "c64 p99 ms",
         "c64 CPU %",
+        "c1 CPU ms/req",
+        "c64 CPU ms/req",
         "c64 peak RSS MiB",
         "errors",
         "c64 req/s per pass",
@@ -149,7 +160,8 @@ def _hello(results: Results, opts: Options) -> list[str]:
         "Medians of the passes. `fresh`: a new instance per request (edgefn's default and `wasmtime "
         "serve`'s); `reuse`: one instance serves up to 1000 requests (edgefn `instance_reuse = 1000`, "
         "`wasmtime serve --max-instance-reuse-count 1000`). CPU % is of one core, for the whole "
-        "process tree. `wasmtime serve --help` (49) offers, for reuse: `--max-instance-reuse-count` "
+        "process tree; CPU ms/req is that CPU divided by the requests answered (median of the "
+        "passes). `wasmtime serve --help` (49) offers, for reuse: `--max-instance-reuse-count` "
         "(default 1 for WASIp2 components, 128 for WASIp3), `--max-instance-concurrent-reuse-count` "
         "(no effect on WASIp2 components, which cannot be called concurrently) and "
         "`--idle-instance-timeout` (default 1 s); no `-S` option is about reuse. The row `edgefn-w1 no "

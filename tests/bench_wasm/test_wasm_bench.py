@@ -165,3 +165,23 @@ def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown peers: nginx" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         wasm.parse_args(["--held", "0"])
+
+
+def test_hello_table_gives_cpu_a_request_from_each_pass() -> None:
+    """CPU ms a request is each pass's CPU over its requests, then the median: 150 % of a core at
+    1,500 req/s is 1 ms; a pass that answered nothing is left out rather than dividing by zero."""
+    from bench import wasm_report
+    from bench.harness import WrkResult
+
+    def sample(requests: int, cpu_pct: float) -> wasm.HelloSample:
+        return wasm.HelloSample(WrkResult(requests, 0, 1.0, 0.5, 2.0, 0), cpu_pct, 100.0, 80.0)
+
+    results = wasm.Results()
+    results.hello[("c1", "edgefn-w1 reuse")] += [sample(1000, 90.0), sample(800, 80.0), sample(0, 5.0)]
+    results.hello[("c64", "edgefn-w1 reuse")] += [sample(1500, 150.0), sample(1000, 150.0)]
+    lines = "\n".join(wasm_report._hello(results, wasm.Options())).splitlines()
+    header = next(line for line in lines if line.startswith("| target"))
+    row = next(line for line in lines if line.startswith("| `edgefn-w1 reuse`"))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")], strict=True))
+    assert cells["c1 CPU ms/req"] == "0.950"  # median of 0.900 and 1.000
+    assert cells["c64 CPU ms/req"] == "1.250"  # median of 1.000 and 1.500
