@@ -537,7 +537,16 @@ class Runtime:
             if not placed.done():
                 placed.set_exception(error)
 
-        job = Start(inv, lambda: inv.post(resume, hold=False), refuse, on_loop=True)
+        def hand_over() -> None:  # by whoever leaves the gate
+            # Mostly an inline run on this loop's own thread: under load nearly every request
+            # waits in line (docs/performance.md), and a post from here would wake the loop
+            # through its self-pipe for a callback it can simply queue.
+            if asyncio._get_running_loop() is loop:
+                loop.call_soon(resume)
+            else:
+                inv.post(resume, hold=False)
+
+        job = Start(inv, hand_over, refuse, on_loop=True)
         try:
             if self.gate.admit(job):
                 return
