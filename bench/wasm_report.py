@@ -28,7 +28,7 @@ def _med(samples: Sequence[HelloSample], attr: str) -> float:
 
 def _cpu_ms(samples: Sequence[HelloSample]) -> float:
     """CPU of the whole process tree a request (ms), the median over passes: what a system spends
-    per request whatever the machine's speed that minute, and so where a req/s ratio comes from."""
+    on a request, and so where a req/s ratio comes from (at one connection req/s is about 1/CPU)."""
     per = [s.cpu_pct * 10 / s.wrk.req_per_s for s in samples if s.wrk.req_per_s > 0]
     return median(per) if per else float("nan")
 
