@@ -1058,8 +1058,13 @@ typedef struct {
     plan_t *result; /* NULL: the function returns nothing */
 } signature_t;
 
-/* Plans for `params` (a tuple of plan specs) and `result` (a spec or None); -1 with an exception. */
+/* Plans for `params` (a tuple of plan specs) and `result` (a spec or None); -1 with an exception.
+   Once only: an object whose earlier fill failed half-way keeps what it made (its dealloc frees it). */
 static int signature_fill(signature_t *sig, PyObject *params, PyObject *result) {
+    if (sig->nparams > 0 || sig->result != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a function's value plans are made once");
+        return -1;
+    }
     if (PyTuple_GET_SIZE(params) > MAX_PARAMS) {
         PyErr_Format(PyExc_ValueError, "functions take at most %d parameters here", MAX_PARAMS);
         return -1;
@@ -1264,7 +1269,7 @@ static int Export_init(Export *self, PyObject *args, PyObject *kwds) {
                                      &error_from))
         return -1;
     int rc = -1;
-    if (self->error_from != NULL || self->sig.nparams > 0 || self->sig.result != NULL) {
+    if (self->error_from != NULL) {
         PyErr_SetString(PyExc_TypeError, "Export is initialised once");
     } else if (func.len <= 0 || func.len > FUNC_MAX || ctx == 0) {
         PyErr_Format(PyExc_ValueError, "Export needs a function of 1-%d bytes and a context", FUNC_MAX);

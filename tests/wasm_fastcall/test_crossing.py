@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from wasmtime import Engine, Store, WasmtimeError
-from wasmtime.component import Component, Linker, Variant
+from wasmtime.component import U32, Component, Linker, Variant
 
 from tests.wasm_fastcall import harness, scenarios
 from wasm_runtime import _crossing, _hostcall, _linker
@@ -163,6 +163,20 @@ def test_a_host_function_named_by_method_calls_it_on_its_first_argument(engine: 
     store, func, _plan = _probe(engine, "u32", "no_such_method", lambda exc: f"{type(exc).__name__}: {exc}")
     with pytest.raises(WasmtimeError, match="AttributeError: 'int' object has no attribute 'no_such_method'"):
         func(store, 7)
+
+
+def test_a_function_whose_plans_failed_half_way_cannot_be_filled_again() -> None:
+    """A host function's plans are made once: one whose second plan was refused keeps the first
+    (freed with it), and a second `__init__` is refused rather than overwriting, and leaking, it."""
+    _crossing.install()
+    u32 = _crossing.plan_of(U32())
+    with pytest.raises(TypeError, match="plan: expected a tuple"):
+        _hostcall.HostFunc(len, (u32, "bogus"), None, str)
+    func = _hostcall.HostFunc.__new__(_hostcall.HostFunc)
+    with pytest.raises(TypeError, match="plan: expected a tuple"):
+        func.__init__(len, (u32, "bogus"), None, str)
+    with pytest.raises(TypeError, match="made once"):
+        func.__init__(len, (u32,), None, str)
 
 
 def test_a_resource_table_hands_out_handles_and_refuses_unknown_ones() -> None:
