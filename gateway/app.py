@@ -285,7 +285,7 @@ class Gateway:
         request_id = request_id or new_request_id()
         headers.append((b"x-request-id", request_id.encode()))
         ctx = RequestContext(request_id=request_id)
-        ctx.connection = ClientConnection(receive, ctx, has_body)
+        ctx.connection = ClientConnection(receive, has_body)
         request = EdgeRequest(
             method=scope["method"],
             scheme=scope.get("scheme", "http"),

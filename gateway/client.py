@@ -13,17 +13,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.context import RequestContext
 from gateway.errors import GatewayError
 
 Message = dict[str, Any]
 
 
 class ClientConnection:
-    def __init__(self, receive: Any, ctx: RequestContext, has_body: bool) -> None:
+    def __init__(self, receive: Any, has_body: bool) -> None:
         self._receive = receive
-        self._ctx = ctx
         self._has_body = has_body
+        self.bytes_in = 0  # request body bytes read
         self._stashed: Message | None = None  # the empty body message, taken by gone() first
         self._body_read: asyncio.Event | None = None
         self.body_complete = False
@@ -36,7 +35,7 @@ class ClientConnection:
                 raise GatewayError("client disconnected")
             chunk = message.get("body", b"")
             if chunk:
-                self._ctx.bytes_in += len(chunk)
+                self.bytes_in += len(chunk)
                 yield chunk
             if not message.get("more_body", False):
                 self.body_complete = True

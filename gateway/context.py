@@ -89,10 +89,16 @@ class RequestContext:
     match: RouteMatch | None = None
     target: str = "-"
     status: int = 0
-    bytes_in: int = 0
     bytes_out: int = 0
     error_code: str | None = None
+    # The connection does not refer back to this context: a request's objects are freed by reference
+    # counting when it ends, not left in a cycle for the collector to find among everyone in flight.
     connection: ClientConnection | None = None
+
+    @property
+    def bytes_in(self) -> int:
+        """Request body bytes read from the client."""
+        return self.connection.bytes_in if self.connection is not None else 0
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
