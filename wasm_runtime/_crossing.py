@@ -144,7 +144,7 @@ _FUNCTIONS = (
     "wasmtime_component_resource_host_to_any", "wasmtime_component_linker_instance_add_func",
     "wasmtime_component_linker_instance_add_resource", "wasmtime_context_get_data",
     "wasmtime_context_set_data", "wasmtime_component_func_call", "wasmtime_component_func_post_return",
-    "wasmtime_component_val_delete",
+    "wasmtime_component_val_delete", "wasmtime_context_set_epoch_deadline",
 )
 
 

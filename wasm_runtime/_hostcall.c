@@ -141,6 +141,7 @@ static struct {
                           size_t nresults);
     wt_error_t *(*func_post_return)(const void *func, wt_context_t *ctx);
     void (*val_delete)(val_t *val);
+    void (*context_set_epoch_deadline)(wt_context_t *ctx, uint64_t ticks_beyond_current);
 } W;
 
 static bool ready = false;
@@ -1340,6 +1341,24 @@ static PyObject *Export_vectorcall(PyObject *self, PyObject *const *args, size_t
     return Export_call((Export *)self, args, nargsf, kwnames);
 }
 
+/* The store's epoch deadline, `ticks` beyond the current epoch, set before a call: through
+ * wasmtime-py it is a ctypes call, which releases the GIL and so lets another thread take it in the
+ * middle of a request (10 us median, 17 us mean a reused hello in process, where this is a store). */
+static PyObject *Export_set_epoch_deadline(Export *self, PyObject *arg) {
+    unsigned long long ticks = PyLong_AsUnsignedLongLong(arg);
+    if (ticks == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    W.context_set_epoch_deadline(self->ctx, (uint64_t)ticks);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Export_methods[] = {
+    {"set_epoch_deadline", (PyCFunction)Export_set_epoch_deadline, METH_O,
+     "set_epoch_deadline(ticks): the function's store traps (or calls its deadline callback) once the "
+     "engine's epoch has moved `ticks` beyond where it is now."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyObject *Export_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) {
     return PyVectorcall_Call(self, args, kwargs);
 }
@@ -1363,6 +1382,7 @@ static PyTypeObject ExportType = {
     .tp_init = (initproc)Export_init,
     .tp_dealloc = (destructor)Export_dealloc,
     .tp_call = Export_tp_call,
+    .tp_methods = Export_methods,
 };
 
 static PyObject *mod_bind_table(PyObject *mod, PyObject *args) {
@@ -1474,6 +1494,7 @@ static PyObject *mod_init(PyObject *mod, PyObject *args) {
     TAKE(func_call, "wasmtime_component_func_call");
     TAKE(func_post_return, "wasmtime_component_func_post_return");
     TAKE(val_delete, "wasmtime_component_val_delete");
+    TAKE(context_set_epoch_deadline, "wasmtime_context_set_epoch_deadline");
     PyObject **slots[] = {&Ok_type, &Err_type, &Variant_type, &base_on_drop};
     PyObject *values[] = {ok, err, variant, on_drop};
     for (size_t i = 0; i < sizeof slots / sizeof *slots; i++) {

@@ -745,7 +745,7 @@ class Runtime:
                 warm = self._instantiate(comp, inv.limits.memory_mb, self._ticks(inv))
                 stats.init_ms = (time.perf_counter() - t) * 1000
             else:
-                warm.store.set_epoch_deadline(self._ticks(inv))
+                warm.handle.set_epoch_deadline(self._ticks(inv))
             warm.handle(IncomingRequest(inv), ResponseOutparam(outcome.on_set))
             warm.served += 1
             stats.max_memory_bytes = _memory_used(comp, warm)

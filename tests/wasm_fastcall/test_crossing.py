@@ -14,7 +14,7 @@ import weakref
 from typing import Any
 
 import pytest
-from wasmtime import Engine, Store, WasmtimeError
+from wasmtime import Config, Engine, Store, WasmtimeError
 from wasmtime.component import U32, Component, Linker, Variant
 
 from tests.wasm_fastcall import harness, scenarios
@@ -76,7 +76,9 @@ def test_export_round_trips_are_unchanged(baseline: dict[str, Any], guest: harne
         assert guest.call("identity", harness.pattern(size)) == expected
 
 
-def _probe(engine: Engine, ty: str, impl: Any, on_error: Any = None) -> tuple[Store, Any, _crossing.ExportPlan]:
+def _probe(
+    engine: Engine, ty: str, impl: Any, on_error: Any = None, epoch_deadline: int | None = None
+) -> tuple[Store, Any, _crossing.ExportPlan]:
     component = Component(engine, harness.wat_probe(ty))
     _crossing.install()
     linker = Linker(engine)
@@ -85,6 +87,8 @@ def _probe(engine: Engine, ty: str, impl: Any, on_error: Any = None) -> tuple[St
     with linker.root() as root, root.add_instance(name) as inst:
         _crossing.add_func(inst, "f", impl, fty, on_error or _linker._on_error(f"{name}#f"))
     store = Store(engine)
+    if epoch_deadline is not None:
+        store.set_epoch_deadline(epoch_deadline)
     _crossing.bind_table(store, _hostcall.ResourceTable())
     index = component.get_export_index("call")
     assert index is not None
@@ -155,6 +159,26 @@ def test_a_trap_in_an_export_called_in_c_is_a_wasmtime_error(engine: Engine) -> 
     export = _crossing.export(store, func, plan)
     with pytest.raises(WasmtimeError, match="probe failed: no 7"):
         export(7)
+
+
+def test_an_exports_epoch_deadline_is_set_without_wasmtime_py() -> None:
+    """What the runtime sets before each run on a reused instance (one ctypes call less a request)."""
+    config = Config()
+    config.epoch_interruption = True
+    engine = Engine(config)
+    store, func, plan = _probe(engine, "u32", lambda a: a + 1, epoch_deadline=1)
+    export = _crossing.export(store, func, plan)
+    for _ in range(3):
+        engine.increment_epoch()  # past the deadline set at instantiation
+    export.set_epoch_deadline(2)  # counted from the epoch now
+    assert export(1) == 2
+    engine.increment_epoch()
+    assert export(2) == 3  # one tick of two gone
+    engine.increment_epoch()
+    with pytest.raises(WasmtimeError, match="wasm trap: interrupt"):
+        export(3)
+    with pytest.raises(OverflowError):
+        export.set_epoch_deadline(-1)
 
 
 def test_a_host_function_named_by_method_calls_it_on_its_first_argument(engine: Engine) -> None:
