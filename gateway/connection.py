@@ -14,6 +14,7 @@ the pass sends the held head first.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections.abc import Callable
@@ -91,8 +92,8 @@ class Acceptor:
     the guests it runs on the loop's thread: 64 connections opened at once waited in the kernel's
     accept queue for up to a second, about two taken every 100 ms, while the requests already
     in the gateway took ~5 ms each (docs/performance.md). uvloop's own server still watches the
-    socket; whichever is woken first takes what is waiting. The cap keeps one worker process among
-    several sharing the socket (each is woken) from taking a whole burst for itself."""
+    socket; whichever is woken first takes what is waiting. The cap bounds what one pass spends
+    on accepting. For a process that is its socket's only one, without TLS (server._Server)."""
 
     def __init__(
         self,
@@ -122,12 +123,14 @@ class Acceptor:
             conn.setblocking(False)
             task = self._loop.create_task(self._loop.connect_accepted_socket(self._protocol, conn))
             self._starting.add(task)
-            task.add_done_callback(self._started)
+            task.add_done_callback(functools.partial(self._started, conn))
 
-    def _started(self, task: asyncio.Task[Any]) -> None:
+    def _started(self, conn: socket.socket, task: asyncio.Task[Any]) -> None:
         self._starting.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("a connection could not be started: %s", task.exception())
+        error = "cancelled" if task.cancelled() else task.exception()
+        if error is not None:
+            log.warning("a connection could not be started: %s", error)
+            conn.close()
 
     def _resume(self) -> None:
         self._pause = None

@@ -55,7 +55,7 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if not self.accept_bursts:
+        if not self.accept_bursts or self.config.ssl is not None:  # TLS: uvicorn's own accept alone
             return
         config, loop = self.config, asyncio.get_running_loop()
 
