@@ -110,3 +110,47 @@ def test_no_connection_is_taken_once_the_server_stops(node: _BusyNode) -> None:
     node.__exit__()
     with pytest.raises(ConnectionRefusedError):  # no descriptor of the listener left open
         socket.create_connection(("127.0.0.1", node.port), timeout=1)
+
+
+def test_an_accept_refused_for_want_of_descriptors_pauses_then_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EMFILE leaves the socket readable: the Acceptor stops watching it for a moment instead of
+    spinning on it, then takes the connection."""
+    import errno
+
+    from gateway.connection import ACCEPT_PAUSE_S, Acceptor
+
+    made: list[asyncio.BaseTransport] = []
+
+    class Counting(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            made.append(transport)
+
+    real_accept = socket.socket.accept
+    refusals = [OSError(errno.EMFILE, "Too many open files")]
+    calls = []
+
+    def accept(sock: socket.socket) -> tuple[socket.socket, Any]:
+        calls.append(time.monotonic())
+        if refusals:
+            raise refusals.pop()
+        return real_accept(sock)
+
+    monkeypatch.setattr(socket.socket, "accept", accept)
+    listener = bind("127.0.0.1:0")
+    loop = uvloop.new_event_loop()
+    acceptor = Acceptor(listener, Counting, loop)
+    client = socket.create_connection(("127.0.0.1", listener.getsockname()[1]))
+    try:
+        loop.run_until_complete(asyncio.sleep(ACCEPT_PAUSE_S / 2))
+        paused = (len(made), len(calls))
+        loop.run_until_complete(asyncio.sleep(ACCEPT_PAUSE_S))
+        assert paused == (0, 1)  # refused once, and not asked again while paused
+        assert len(made) == 1
+    finally:
+        client.close()
+        acceptor.close()
+        for transport in made:
+            transport.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        listener.close()
