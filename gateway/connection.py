@@ -106,7 +106,7 @@ class Acceptor:
         self._protocol = protocol
         self._loop = loop
         self._pause: asyncio.TimerHandle | None = None
-        self._starting: set[asyncio.Task[Any]] = set()
+        self._starting: set[asyncio.Task[Any]] = set()  # held: the loop keeps tasks only weakly
         loop.add_reader(self._sock.fileno(), self._accept)
 
     def _accept(self) -> None:

@@ -24,6 +24,7 @@ from gateway.request_ids import new_request_id
 from gateway.tracing import Tracer, new_span_id, new_trace_id, parse_traceparent
 
 from .test_proxy import config
+from .test_start_imports import run_python
 
 FIELDS = [
     "ts", "request_id", "client", "method", "host", "path", "route", "target",
@@ -405,20 +406,12 @@ def test_a_served_request_leaves_no_reference_cycle(
     """A request's objects are freed when it ends, not found later by the collector: the request
     context and its client connection referred to each other, which left three objects a request
     for the collector and made it run more often (each collection walks every request in flight)."""
-    import subprocess
-    import sys
-
     from tests.gateway.conftest import shared_data_dir
 
     path = tmp_path / "edgefn.toml"
     path.write_text(
         NO_CYCLES_CONFIG.format(data_dir=shared_data_dir(tmp_path / "data"), hello=example_components["hello"])
     )
-    root = Path(__file__).resolve().parents[2]
-    run = subprocess.run(
-        [sys.executable, "-c", NO_CYCLES_SCRIPT, str(path)], cwd=root, capture_output=True, text=True, timeout=120
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    found = json.loads(run.stdout.strip().splitlines()[-1])
+    found = json.loads(run_python(NO_CYCLES_SCRIPT, str(path)).splitlines()[-1])
     assert found["statuses"] == [200] * 20 + [308] * 20 + [404] * 20
     assert found["garbage"] == []
