@@ -252,28 +252,33 @@ def test_the_listener_takes_connections_before_the_gateway_has_started() -> None
 
 def test_the_heap_built_at_start_up_is_frozen_once_the_server_has_started() -> None:
     """Start-up's objects leave the collector's generations (full collections stop walking them),
-    and only after start-up: what the lifespan builds must be in the frozen set too."""
+    and only after start-up: what the lifespan builds must be in the frozen set too. Then young
+    collections wait for more objects than a request in flight has at its peak."""
     import asyncio
     import gc
 
     import uvicorn
 
-    from gateway.server import _freeze_heap_once_started
+    from gateway.server import YOUNG_THRESHOLD, _settle_collector_once_started
 
     server = uvicorn.Server(uvicorn.Config(app=None))
 
-    async def scenario() -> tuple[int, int]:
-        task = asyncio.create_task(_freeze_heap_once_started(server))
+    async def scenario() -> tuple[tuple[int, int], tuple[int, int]]:
+        task = asyncio.create_task(_settle_collector_once_started(server))
         await asyncio.sleep(0.2)
-        before = gc.get_freeze_count()
+        before = gc.get_freeze_count(), gc.get_threshold()[0]
         server.started = True
         await asyncio.wait_for(task, 5)
-        return before, gc.get_freeze_count()
+        return before, (gc.get_freeze_count(), gc.get_threshold()[0])
 
+    thresholds = gc.get_threshold()
     gc.unfreeze()
+    gc.set_threshold(700)
     try:
-        before, after = asyncio.run(scenario())
+        (frozen_before, young_before), (frozen_after, young_after) = asyncio.run(scenario())
     finally:
         gc.unfreeze()
-    assert before == 0  # not while the server is still starting
-    assert after > 1000
+        gc.set_threshold(*thresholds)
+    assert (frozen_before, young_before) == (0, 700)  # not while the server is still starting
+    assert frozen_after > 1000
+    assert young_after == YOUNG_THRESHOLD > 700
