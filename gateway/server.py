@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import select
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Generator
 from multiprocessing.process import BaseProcess
@@ -184,25 +185,47 @@ def run(config: Config, public: socket.socket, admin: socket.socket | None, *, s
         runner.run(serve_sockets(config, public, admin, shared=shared))
 
 
-def _stop_with_parent(parent: int) -> None:
+def _stop_with_node(node: int) -> None:
     """A worker outlives a node process killed with SIGKILL (or crashed): it would go on serving
     the inherited sockets, holding its fleet membership, queue entries and slots, with nothing
-    left to stop it. Linux sends it SIGTERM instead (prctl PR_SET_PDEATHSIG), a graceful stop."""
-    if sys.platform != "linux":
+    left to stop it. So it watches the node process (a pidfd, readable once that process has
+    ended) and then sends itself SIGTERM, a graceful stop. Its parent is the fork server, not the
+    node, so PR_SET_PDEATHSIG cannot do this: the fork server lives on while any worker holds
+    multiprocessing's liveness pipe to it, and every worker does."""
+    if not hasattr(os, "pidfd_open"):  # Linux only
         return
-    pr_set_pdeathsig = 1
-    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM) != 0:
-        log.warning("cannot ask to stop with the node process: %s", os.strerror(ctypes.get_errno()))
-    if os.getppid() != parent:  # the node process died before the request took effect
+    try:
+        pidfd = os.pidfd_open(node)
+    except ProcessLookupError:  # the node process died before the worker started
         os.kill(os.getpid(), signal.SIGTERM)
+        return
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        log.warning("the node process (%d) is gone; stopping", node)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="edgefn-node-watch", daemon=True).start()
 
 
 def _worker(
-    config_path: str, public: socket.socket, admin: socket.socket | None, level: str, parent: int
+    config_path: str, public: socket.socket, admin: socket.socket | None, level: str, node: int
 ) -> None:
-    _stop_with_parent(parent)
+    _stop_with_node(node)
     configure_logging(level)
     run(load_config(config_path, deployed=True), public, admin, shared=True)
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Workers are forked from a fork server that has imported what a worker runs
+    (gateway/worker_preload.py), so a worker starts without the imports (0.4-0.9 s): a killed one
+    is replaced in the time it takes to load its functions (one function: 0.10-0.14 s from the
+    kill to serving, against 0.96-1.11 s spawned; docs/performance.md). The fork server is a
+    process of its own, started clean as `spawn` starts one, with no thread running when it
+    forks: the node process's threads and state never reach a worker."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["gateway.worker_preload"])
+    return ctx
 
 
 def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
@@ -219,7 +242,7 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
         run(config, public, admin)
         return 0
     # Several processes accept on the same sockets; each has its own gateway and runtime.
-    ctx = multiprocessing.get_context("spawn")
+    ctx = worker_context()
     args = (str(Path(config.path)), public, admin, level, os.getpid())
 
     def start_worker() -> BaseProcess:

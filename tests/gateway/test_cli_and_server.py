@@ -183,7 +183,9 @@ def test_admin_health_and_metrics(served) -> None:
     assert origins[0]["name"] == "web"
 
 
-def test_workers_share_the_port_and_stop_together(tmp_path: Path, origin: str) -> None:
+def test_workers_share_the_port_are_replaced_by_forks_and_stop_together(tmp_path: Path, origin: str) -> None:
+    """Workers are forked from a fork server that has done the imports a worker needs, so a killed
+    one is replaced without them (~1 s of a worker's start, spawned)."""
     port = free_port()
     path = write(
         tmp_path,
@@ -218,17 +220,52 @@ origin = "web"
                 pass
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
-        children = subprocess.run(
-            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
-        ).stdout.split()
-        assert len(children) >= 2
+        fork_server, workers = _fork_server_and_workers(proc.pid, 2)
+        # it imported the gateway and the wasm runtime before forking them (gateway/worker_preload.py)
+        assert "libwasmtime" in Path(f"/proc/{fork_server}/maps").read_text()
         assert all(httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200 for _ in range(10))
+
+        # A killed worker is replaced by a fork of the fork server, which has imported what a
+        # worker runs: not by a new interpreter of the node process's (`spawn`) importing it all.
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            replacements = [w for w in _children(fork_server) if w not in workers]
+            if replacements:
+                break
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.05)
+        (replacement,) = replacements
+        assert _cmdline(replacement) == _cmdline(fork_server)  # forked, no new interpreter
+        assert all(httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200 for _ in range(10))
+
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=20)
         assert code == 0, proc.stderr.read()[-4000:] if proc.stderr else code
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_text()
+
+
+def _fork_server_and_workers(node: int, workers: int) -> tuple[int, list[int]]:
+    """The node process's fork server (a child of its) and the workers it forked, once all are up."""
+    deadline = time.monotonic() + 30
+    while True:
+        servers = [c for c in _children(node) if "multiprocessing.forkserver" in _cmdline(c)]
+        forked = _children(servers[0]) if servers else []
+        if len(forked) == workers:
+            return servers[0], forked
+        assert time.monotonic() < deadline, f"fork servers {servers}, workers {forked}"
+        time.sleep(0.05)
 
 
 def test_the_listener_takes_connections_before_the_gateway_has_started() -> None:
