@@ -27,15 +27,17 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import re
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,7 @@ class Restart:
     warm_s: list[float] = field(default_factory=list)
     load_ms: list[float] = field(default_factory=list)  # edgefn: component load, from its log
     compile_s: float = float("nan")  # edgefn: compile, from its log
+    worker: bool = False  # a killed worker's replacement, not a whole process's start
 
 
 @dataclass
@@ -380,6 +383,7 @@ def measure_restarts(procs: Processes, workdir: Path, peers: Peers, opts: Option
                 r.load_ms.append(float(m.group(1)))
         say(f"  edgefn {'cold' if cold else 'warm'}: first 200 after {seconds * 1000:.0f} ms")
     results.restarts.append(r)
+    results.restarts.append(worker_restarts(procs, workdir, data, opts))
     results.restarts.append(import_time(opts))
 
     if peers.wasmtime is not None and peers.hello_cwasm is not None:
@@ -410,6 +414,62 @@ def measure_restarts(procs: Processes, workdir: Path, peers: Peers, opts: Option
         say(f"  workerd: first 200 after {median(k.warm_s) * 1000:.0f} ms (median)")
         results.restarts.append(k)
     return data
+
+
+_READY = "Application startup complete"
+
+
+def worker_restarts(procs: Processes, workdir: Path, data: Path, opts: Options) -> Restart:
+    """`--workers 2`, one function: a worker killed (SIGKILL) to its replacement's "Application
+    startup complete" in the node's log, from which on it answers. Not to a first 200: the kernel
+    hands a new connection to either worker, so one could come from the other. The node restarts
+    a killed worker at most once per RESTART_EVERY_S, so the kills are spaced by more."""
+    from gateway.server import RESTART_EVERY_S
+
+    argv, env, base = edgefn_command(workdir, "edgefn-workers-restart", ["hello"], 2, data, opts)
+    label = "edgefn `--workers 2`, one function (hello): a killed worker to its replacement ready"
+    r = Restart(label, _cmd(argv, workdir), worker=True)
+    child, _ = spawn(procs, "edgefn-workers-restart", argv, base + "/hello", env)
+
+    def ready() -> int:
+        return child.log.read_text(errors="replace").count(_READY)
+
+    try:
+        _wait_for(lambda: ready() >= 2, 120, "both workers ready", child)
+        for _ in range(opts.restarts):
+            time.sleep(RESTART_EVERY_S + 0.5)
+            before = ready()
+            killed = time.monotonic()
+            os.kill(_forked_workers(child.pid)[0], signal.SIGKILL)
+            _wait_for(lambda n=before: ready() > n, 60, "the killed worker replaced", child)
+            r.warm_s.append(time.monotonic() - killed)
+            loads = _LOADED.findall(child.log.read_text(errors="replace"))
+            r.load_ms.append(float(loads[-1]))
+            say(f"  edgefn worker replaced: ready {r.warm_s[-1] * 1000:.0f} ms after the kill")
+    finally:
+        procs.stop(child)
+    return r
+
+
+def _wait_for(done: Callable[[], bool], timeout_s: float, what: str, child: Child) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline or child.proc.poll() is not None:
+            raise BenchError(f"{child.name}: not {what} within {timeout_s:.0f} s:\n{child.tail()}")
+        time.sleep(0.002)
+
+
+def _forked_workers(node: int) -> list[int]:
+    """The workers of a node process: the children of its fork server (gateway.server.worker_context)."""
+
+    def children(pid: int) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        return [int(c) for c in out.split()]
+
+    for c in children(node):
+        if "multiprocessing.forkserver" in Path(f"/proc/{c}/cmdline").read_text(errors="replace"):
+            return children(c)
+    raise BenchError(f"no fork server under process {node}")
 
 
 def import_time(opts: Options) -> Restart:
