@@ -524,7 +524,9 @@ def _reading(results: Results, opts: Options) -> list[str]:
         "of its file (the compile cache's key), the deserialize (the log's figure) and its linker: "
         "55-80 ms for the 18.6 MB hello, measured by hand (the hand-written list below), which "
         "meets the target. The process figure cannot reach 100 ms while the imports alone take "
-        "longer.",
+        "longer. A killed worker of a running node (`--workers 2` row) pays none of them: it is "
+        "forked from the node's fork server, which imported what a worker runs "
+        "(gateway/worker_preload.py), so what is left is its function's load and the listener's start.",
         f"- **held streams**: each running guest holds one of the runtime's {threads} guest threads "
         "(`[node] wasm_threads`) for as long as it streams, and one function at most seven eighths of "
         f"them, so only that many of the {opts.held} streams start per process; the others wait within "
