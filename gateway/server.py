@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from routes import Config, load_config
 log = logging.getLogger("edgefn.server")
 
 GRACEFUL_S = 30
-RESTART_EVERY_S = 5.0  # at most one restart of a killed worker per this many seconds
+RESTART_EVERY_S = 5.0  # at most one restart of a worker's place per this many seconds
 # The young generation's threshold once serving (CPython's default 700; 3.13 raised it to 2,000).
 YOUNG_THRESHOLD = 5_000
 
@@ -216,6 +216,39 @@ def _worker(
     run(load_config(config_path, deployed=True), public, admin, shared=True)
 
 
+def _supervise(
+    procs: list[BaseProcess], start_worker: Callable[[], BaseProcess], stopping: Callable[[], bool]
+) -> None:
+    """Wait for the workers to end. One killed by a signal (the OOM killer, a SIGKILL) while the
+    node runs is replaced, so the node keeps its N processes; one that exited by itself is not (a
+    start-up error would only repeat). Each worker's place restarts at most once per
+    RESTART_EVERY_S, so a worker killed at every start is no busy loop, while workers killed
+    together (the OOM killer taking several) are all replaced at once: spaced node-wide, the
+    second of two waited 5 s, with no worker serving."""
+    restarted = [-RESTART_EVERY_S] * len(procs)
+    due: dict[int, float] = {}  # place -> when its replacement may start
+    running = list(procs)  # by sentinel, not `exitcode`: reading that reaps, and a reaped one is missed
+    while running or due:
+        timeout = max(0.0, min(due.values()) - time.monotonic()) if due else None
+        ready = multiprocessing.connection.wait([p.sentinel for p in running], timeout)
+        for p in [p for p in running if p.sentinel in ready]:
+            running.remove(p)
+            p.join()  # the sentinel closes a moment before the exit status can be read
+            if stopping() or p.exitcode is None or p.exitcode >= 0:
+                continue
+            log.warning("worker %d was killed (signal %d); starting another", p.pid, -p.exitcode)
+            place = procs.index(p)
+            due[place] = restarted[place] + RESTART_EVERY_S
+        for place, at in sorted(due.items()):
+            if stopping():
+                due.clear()
+            elif at <= time.monotonic():
+                del due[place]
+                restarted[place] = time.monotonic()
+                procs[place] = start_worker()
+                running.append(procs[place])
+
+
 def worker_context() -> multiprocessing.context.BaseContext:
     """Workers are forked from a fork server that has imported what a worker runs
     (gateway/worker_preload.py), so a worker starts without the imports (0.4-0.9 s): a killed one
@@ -266,22 +299,5 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, interrupted)
-    restarted = -RESTART_EVERY_S
-    running = list(procs)  # by sentinel, not `exitcode`: reading that reaps, and a reaped one is missed
-    while running:
-        ready = multiprocessing.connection.wait([p.sentinel for p in running])
-        for p in [p for p in running if p.sentinel in ready]:
-            running.remove(p)
-            p.join()  # the sentinel closes a moment before the exit status can be read
-            if stopping or p.exitcode is None or p.exitcode >= 0:
-                continue
-            # Killed by a signal (the OOM killer, a SIGKILL) while the node runs: the node keeps
-            # its N processes. One that exited by itself is not restarted (a start-up error would
-            # only repeat); restarts are spaced, so a worker killed at every start is no busy loop.
-            log.warning("worker %d was killed (signal %d); starting another", p.pid, -p.exitcode)
-            time.sleep(max(0.0, restarted + RESTART_EVERY_S - time.monotonic()))
-            restarted = time.monotonic()
-            if not stopping:
-                procs[procs.index(p)] = new = start_worker()
-                running.append(new)
+    _supervise(procs, start_worker, lambda: stopping)
     return max((p.exitcode or 0) for p in procs)

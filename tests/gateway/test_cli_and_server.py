@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -183,9 +185,11 @@ def test_admin_health_and_metrics(served) -> None:
     assert origins[0]["name"] == "web"
 
 
-def test_workers_share_the_port_are_replaced_by_forks_and_stop_together(tmp_path: Path, origin: str) -> None:
-    """Workers are forked from a fork server that has done the imports a worker needs, so a killed
-    one is replaced without them (~1 s of a worker's start, spawned)."""
+@contextmanager
+def _node_with_workers(
+    tmp_path: Path, origin: str, workers: int = 2
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`edgefn serve --workers N` proxying `origin`, once it answers; the node and its port."""
     port = free_port()
     path = write(
         tmp_path,
@@ -205,7 +209,7 @@ origin = "web"
 """,
     )
     proc = subprocess.Popen(
-        [*EDGEFN, "serve", "--config", str(path), "--workers", "2"],
+        [*EDGEFN, "serve", "--config", str(path), "--workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -220,6 +224,16 @@ origin = "web"
                 pass
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_workers_share_the_port_are_replaced_by_forks_and_stop_together(tmp_path: Path, origin: str) -> None:
+    """Workers are forked from a fork server that has done the imports a worker needs, so a killed
+    one is replaced without them (~1 s of a worker's start, spawned)."""
+    with _node_with_workers(tmp_path, origin) as (proc, port):
         fork_server, workers = _fork_server_and_workers(proc.pid, 2)
         # it imported the gateway and the wasm runtime before forking them (gateway/worker_preload.py)
         assert "libwasmtime" in Path(f"/proc/{fork_server}/maps").read_text()
@@ -228,23 +242,54 @@ origin = "web"
         # A killed worker is replaced by a fork of the fork server, which has imported what a
         # worker runs: not by a new interpreter of the node process's (`spawn`) importing it all.
         os.kill(workers[0], signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while True:
-            replacements = [w for w in _children(fork_server) if w not in workers]
-            if replacements:
-                break
-            assert time.monotonic() < deadline, "the killed worker was not replaced"
-            time.sleep(0.05)
-        (replacement,) = replacements
+        (replacement,) = _replacements(fork_server, workers, 1)
         assert _cmdline(replacement) == _cmdline(fork_server)  # forked, no new interpreter
         assert all(httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200 for _ in range(10))
 
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=20)
         assert code == 0, proc.stderr.read()[-4000:] if proc.stderr else code
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+
+def test_workers_killed_together_are_replaced_together_and_each_place_is_spaced(
+    tmp_path: Path, origin: str
+) -> None:
+    """Both workers killed at once (as the OOM killer may) are replaced at once, not one of them
+    RESTART_EVERY_S later with no worker serving in between; a place whose worker is killed again
+    within RESTART_EVERY_S of its start waits out the rest of it (no busy loop of restarts)."""
+    from gateway.server import RESTART_EVERY_S
+
+    with _node_with_workers(tmp_path, origin) as (proc, port):
+        fork_server, workers = _fork_server_and_workers(proc.pid, 2)
+        for worker in workers:
+            os.kill(worker, signal.SIGKILL)
+        replaced = _replacements(fork_server, workers, 2)
+        first, second = sorted(_started_s(w) for w in replaced)
+        assert second - first < RESTART_EVERY_S / 2
+        assert all(httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200 for _ in range(10))
+
+        started = _started_s(replaced[0])
+        os.kill(replaced[0], signal.SIGKILL)
+        (again,) = _replacements(fork_server, [*workers, *replaced], 1)
+        assert _started_s(again) - started >= RESTART_EVERY_S - 0.5
+        assert all(httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200 for _ in range(10))
+
+
+def _replacements(fork_server: int, gone: list[int], n: int) -> list[int]:
+    """The `n` workers the fork server has forked in place of `gone` ones, once all have been."""
+    deadline = time.monotonic() + 30
+    while True:
+        new = [w for w in _children(fork_server) if w not in gone]
+        if len(new) == n:
+            return new
+        assert time.monotonic() < deadline, f"{len(new)} of {n} killed workers replaced"
+        time.sleep(0.05)
+
+
+def _started_s(pid: int) -> float:
+    """When the process started, in seconds since boot (clock ticks: 10 ms)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:
