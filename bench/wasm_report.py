@@ -319,7 +319,7 @@ def _restarts(results: Results, opts: Options) -> list[str]:
         "leaves an installed node (the container image). The `--workers 2` row is a worker killed "
         "(SIGKILL) in a running node, from the kill to its replacement's `Application startup complete` "
         "in the log (a first 200 could come from the other worker), median of as many kills; its "
-        "replacement is forked from the node's fork server, which has done the imports.",
+        "replacement is forked from the node process, which has done the imports.",
         "",
         table(
             [
@@ -525,7 +525,7 @@ def _reading(results: Results, opts: Options) -> list[str]:
         "55-80 ms for the 18.6 MB hello, measured by hand (the hand-written list below), which "
         "meets the target. The process figure cannot reach 100 ms while the imports alone take "
         "longer. A killed worker of a running node (`--workers 2` row) pays none of them: it is "
-        "forked from the node's fork server, which imported what a worker runs "
+        "forked from the node process, which imported what a worker runs "
         "(gateway/worker_preload.py), so what is left is its function's load and the listener's start.",
         f"- **held streams**: each running guest holds one of the runtime's {threads} guest threads "
         "(`[node] wasm_threads`) for as long as it streams, and one function at most seven eighths of "

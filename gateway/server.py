@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import select
 import signal
 import socket
 import sys
@@ -185,33 +185,31 @@ def run(config: Config, public: socket.socket, admin: socket.socket | None, *, s
         runner.run(serve_sockets(config, public, admin, shared=shared))
 
 
-def _stop_with_node(node: int) -> None:
+def _stop_with_parent(parent: int) -> None:
     """A worker outlives a node process killed with SIGKILL (or crashed): it would go on serving
     the inherited sockets, holding its fleet membership, queue entries and slots, with nothing
-    left to stop it. So it watches the node process (a pidfd, readable once that process has
-    ended) and then sends itself SIGTERM, a graceful stop. Its parent is the fork server, not the
-    node, so PR_SET_PDEATHSIG cannot do this: the fork server lives on while any worker holds
-    multiprocessing's liveness pipe to it, and every worker does."""
-    if not hasattr(os, "pidfd_open"):  # Linux only
+    left to stop it. Linux sends it SIGTERM instead (prctl PR_SET_PDEATHSIG), a graceful stop."""
+    if sys.platform != "linux":
         return
-    try:
-        pidfd = os.pidfd_open(node)
-    except ProcessLookupError:  # the node process died before the worker started
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
-
-    def watch() -> None:
-        select.select([pidfd], [], [])
-        log.warning("the node process (%d) is gone; stopping", node)
+    pr_set_pdeathsig = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM) != 0:
+        log.warning("cannot ask to stop with the node process: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:  # the node process died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
-    threading.Thread(target=watch, name="edgefn-node-watch", daemon=True).start()
+
+_NODE_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _worker(
-    config_path: str, public: socket.socket, admin: socket.socket | None, level: str, node: int
+    config_path: str, public: socket.socket, admin: socket.socket | None, level: str, parent: int
 ) -> None:
-    _stop_with_node(node)
+    # Forked with the node's handlers (`forward` would terminate this worker's siblings) and with
+    # its signals blocked while it forked (`start_worker`): the defaults first, then the signals.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _NODE_SIGNALS)
+    _stop_with_parent(parent)
     configure_logging(level)
     run(load_config(config_path, deployed=True), public, admin, shared=True)
 
@@ -250,15 +248,20 @@ def _supervise(
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
-    """Workers are forked from a fork server that has imported what a worker runs
-    (gateway/worker_preload.py), so a worker starts without the imports (0.4-0.9 s): a killed one
-    is replaced in the time it takes to load its functions (one function: 0.10-0.14 s from the
-    kill to serving, against 0.96-1.11 s spawned; docs/performance.md). The fork server is a
-    process of its own, started clean as `spawn` starts one, with no thread running when it
-    forks: the node process's threads and state never reach a worker."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["gateway.worker_preload"])
-    return ctx
+    """Workers are forked from the node process, which first imports what a worker runs
+    (gateway/worker_preload.py) and runs no thread of its own: a worker starts without the
+    imports (0.4-0.9 s), so a killed one is replaced in the time it takes to load its functions
+    (one function: 0.10-0.14 s from the kill to serving, against 0.96-1.11 s spawned;
+    docs/performance.md). Not from multiprocessing's fork server: killing that one process (an OOM
+    kill, a stray `pkill`) cut the node off from its workers' exit statuses, and the node stopped.
+    Should the node ever run a thread by then, workers are spawned instead: a fork copies the
+    locks other threads hold, held for good."""
+    if threading.active_count() > 1:
+        log.warning("the node process runs %d threads: workers are spawned", threading.active_count())
+        return multiprocessing.get_context("spawn")
+    import gateway.worker_preload  # noqa: F401
+
+    return multiprocessing.get_context("fork")
 
 
 def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
@@ -280,7 +283,11 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
 
     def start_worker() -> BaseProcess:
         p = ctx.Process(target=_worker, args=args, daemon=False)
-        p.start()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _NODE_SIGNALS)  # see `_worker`
+        try:
+            p.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return p
 
     procs = [start_worker() for _ in range(workers)]

@@ -231,19 +231,19 @@ origin = "web"
 
 
 def test_workers_share_the_port_are_replaced_by_forks_and_stop_together(tmp_path: Path, origin: str) -> None:
-    """Workers are forked from a fork server that has done the imports a worker needs, so a killed
-    one is replaced without them (~1 s of a worker's start, spawned)."""
+    """Workers are forked from the node process, which has done the imports a worker needs, so a
+    killed one is replaced without them (~1 s of a worker's start, spawned)."""
     with _node_with_workers(tmp_path, origin) as (proc, port):
-        fork_server, workers = _fork_server_and_workers(proc.pid, 2)
+        workers = _workers(proc.pid, 2)
         # it imported the gateway and the wasm runtime before forking them (gateway/worker_preload.py)
-        assert "libwasmtime" in Path(f"/proc/{fork_server}/maps").read_text()
+        assert "libwasmtime" in Path(f"/proc/{proc.pid}/maps").read_text()
         assert all(httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200 for _ in range(10))
 
-        # A killed worker is replaced by a fork of the fork server, which has imported what a
-        # worker runs: not by a new interpreter of the node process's (`spawn`) importing it all.
+        # A killed worker is replaced by a fork of the node process, which has imported what a
+        # worker runs: not by a new interpreter (`spawn`) importing it all.
         os.kill(workers[0], signal.SIGKILL)
-        (replacement,) = _replacements(fork_server, workers, 1)
-        assert _cmdline(replacement) == _cmdline(fork_server)  # forked, no new interpreter
+        (replacement,) = _replacements(proc.pid, workers, 1)
+        assert _cmdline(replacement) == _cmdline(proc.pid)  # forked, no new interpreter
         assert all(httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200 for _ in range(10))
 
         proc.send_signal(signal.SIGTERM)
@@ -260,26 +260,26 @@ def test_workers_killed_together_are_replaced_together_and_each_place_is_spaced(
     from gateway.server import RESTART_EVERY_S
 
     with _node_with_workers(tmp_path, origin) as (proc, port):
-        fork_server, workers = _fork_server_and_workers(proc.pid, 2)
+        workers = _workers(proc.pid, 2)
         for worker in workers:
             os.kill(worker, signal.SIGKILL)
-        replaced = _replacements(fork_server, workers, 2)
+        replaced = _replacements(proc.pid, workers, 2)
         first, second = sorted(_started_s(w) for w in replaced)
         assert second - first < RESTART_EVERY_S / 2
         assert all(httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200 for _ in range(10))
 
         started = _started_s(replaced[0])
         os.kill(replaced[0], signal.SIGKILL)
-        (again,) = _replacements(fork_server, [*workers, *replaced], 1)
+        (again,) = _replacements(proc.pid, [*workers, *replaced], 1)
         assert _started_s(again) - started >= RESTART_EVERY_S - 0.5
         assert all(httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200 for _ in range(10))
 
 
-def _replacements(fork_server: int, gone: list[int], n: int) -> list[int]:
-    """The `n` workers the fork server has forked in place of `gone` ones, once all have been."""
+def _replacements(node: int, gone: list[int], n: int) -> list[int]:
+    """The `n` workers the node has forked in place of `gone` ones, once all have been."""
     deadline = time.monotonic() + 30
     while True:
-        new = [w for w in _children(fork_server) if w not in gone]
+        new = [w for w in _children(node) if w not in gone and "resource_tracker" not in _cmdline(w)]
         if len(new) == n:
             return new
         assert time.monotonic() < deadline, f"{len(new)} of {n} killed workers replaced"
@@ -292,6 +292,28 @@ def _started_s(pid: int) -> float:
     return int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
+def test_workers_are_spawned_rather_than_forked_from_a_node_running_threads() -> None:
+    """A node process of its own runs no thread and forks; this one (the test run's) runs some."""
+    import threading
+
+    from gateway.server import worker_context
+
+    from .test_start_imports import run_python
+
+    fresh = run_python(
+        "from gateway.server import worker_context; print(worker_context().get_start_method())"
+    )
+    assert fresh == "fork"
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert worker_context().get_start_method() == "spawn"
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _children(pid: int) -> list[int]:
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return [int(p) for p in found]
@@ -301,16 +323,9 @@ def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_text()
 
 
-def _fork_server_and_workers(node: int, workers: int) -> tuple[int, list[int]]:
-    """The node process's fork server (a child of its) and the workers it forked, once all are up."""
-    deadline = time.monotonic() + 30
-    while True:
-        servers = [c for c in _children(node) if "multiprocessing.forkserver" in _cmdline(c)]
-        forked = _children(servers[0]) if servers else []
-        if len(forked) == workers:
-            return servers[0], forked
-        assert time.monotonic() < deadline, f"fork servers {servers}, workers {forked}"
-        time.sleep(0.05)
+def _workers(node: int, n: int) -> list[int]:
+    """The node process's `n` workers, once all are up."""
+    return _replacements(node, [], n)
 
 
 def test_the_listener_takes_connections_before_the_gateway_has_started() -> None:
