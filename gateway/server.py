@@ -251,7 +251,7 @@ def worker_context() -> multiprocessing.context.BaseContext:
     """Workers are forked from the node process, which first imports what a worker runs
     (gateway/worker_preload.py) and runs no thread of its own: a worker starts without the
     imports (0.4-0.9 s), so a killed one is replaced in the time it takes to load its functions
-    (one function: 0.10-0.14 s from the kill to serving, against 0.96-1.11 s spawned;
+    (one function: 0.14-0.15 s from the kill to serving, against 0.86-1.14 s spawned;
     docs/performance.md). Not from multiprocessing's fork server: killing that one process (an OOM
     kill, a stray `pkill`) cut the node off from its workers' exit statuses, and the node stopped.
     Should the node ever run a thread by then, workers are spawned instead: a fork copies the
