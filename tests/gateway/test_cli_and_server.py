@@ -292,6 +292,27 @@ def _started_s(pid: int) -> float:
     return int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
+def test_an_idle_node_sleeps(tmp_path: Path, origin: str) -> None:
+    """uvicorn looks for a reason to stop ten times a second; the gateway's servers are woken for
+    it instead, and refresh their state once a second: an idle node's event loop sleeps. Counted
+    as the loop thread's voluntary context switches (each wake-up from a timer is one)."""
+
+    def switches(pid: int) -> int:
+        status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+        return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+    with _node_with_workers(tmp_path, origin, workers=1) as (proc, port):
+        assert httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200
+        time.sleep(1)
+        before = switches(proc.pid)
+        time.sleep(4)
+        woken = switches(proc.pid) - before
+        # 17-21 (the listeners' ticks, the event queue's poll, one thread a second); uvicorn's: ~85
+        assert woken <= 40, f"{woken} wake-ups in 4 s idle"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0  # and a stop still wakes it at once
+
+
 def test_workers_are_spawned_rather_than_forked_from_a_node_running_threads() -> None:
     """A node process of its own runs no thread and forks; this one (the test run's) runs some."""
     import threading
