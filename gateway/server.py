@@ -42,10 +42,10 @@ YOUNG_THRESHOLD = 5_000
 
 class _Server(uvicorn.Server):
     """uvicorn's server; with `accept_bursts`, an Acceptor on each listening socket as well (see
-    gateway/connection.py). Only for a process that is its socket's only one: worker processes
-    sharing a socket are all woken for a connection, and one taking a burst in a pass kept 61 and
-    56 of 64 keep-alive connections (30-37 each, one a pass, as uvloop takes them); they keep
-    uvloop's way until each has a socket of its own."""
+    gateway/connection.py). Only for a socket no other process accepts on: processes sharing one
+    are all woken for a connection, and one taking a burst in a pass kept 61 and 56 of 64
+    keep-alive connections; the public listener of each worker is its own (`bind_each`), the
+    admin listener, shared by the workers, keeps uvloop's one connection a pass."""
 
     _exit_wakes: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
     _exit_asked = False
@@ -112,13 +112,15 @@ def split_listen(listen: str) -> tuple[str, int]:
 BACKLOG = 2048  # uvicorn's default
 
 
-def bind(listen: str) -> socket.socket:
+def bind(listen: str, *, reuse_port: bool = False) -> socket.socket:
     host, port = split_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when the listener's
     # proto says TCP; without it every keep-alive response waits ~40 ms for a delayed ACK.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     # Listening from the start: a connection made while the gateway is still starting waits in the
     # backlog instead of being refused (health checks answer ready a moment before uvicorn serves).
@@ -135,10 +137,7 @@ def configure_logging(level: str = "INFO") -> None:
     )
 
 
-async def serve_sockets(
-    config: Config, public: socket.socket, admin: socket.socket | None, *, shared: bool = False
-) -> None:
-    """`shared`: other worker processes accept on the same sockets."""
+async def serve_sockets(config: Config, public: socket.socket, admin: socket.socket | None) -> None:
     gateway = Gateway(config)
     servers = [
         _Server(
@@ -153,7 +152,7 @@ async def serve_sockets(
                 server_header=False,
                 date_header=False,  # the gateway adds `date` itself, only when the target sent none
             ),
-            accept_bursts=not shared,
+            accept_bursts=True,
         )
     ]
     if admin is not None:
@@ -202,15 +201,15 @@ async def _settle_collector_once_started(server: uvicorn.Server) -> None:
     gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def run(config: Config, public: socket.socket, admin: socket.socket | None, *, shared: bool = False) -> None:
+def run(config: Config, public: socket.socket, admin: socket.socket | None) -> None:
     """Run the listeners on uvloop when it is installed (uvicorn[standard] brings it)."""
     try:
         import uvloop
     except ModuleNotFoundError:
-        asyncio.run(serve_sockets(config, public, admin, shared=shared))
+        asyncio.run(serve_sockets(config, public, admin))
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve_sockets(config, public, admin, shared=shared))
+        runner.run(serve_sockets(config, public, admin))
 
 
 def _stop_with_parent(parent: int) -> None:
@@ -239,11 +238,11 @@ def _worker(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _NODE_SIGNALS)
     _stop_with_parent(parent)
     configure_logging(level)
-    run(load_config(config_path, deployed=True), public, admin, shared=True)
+    run(load_config(config_path, deployed=True), public, admin)
 
 
 def _supervise(
-    procs: list[BaseProcess], start_worker: Callable[[], BaseProcess], stopping: Callable[[], bool]
+    procs: list[BaseProcess], start_worker: Callable[[int], BaseProcess], stopping: Callable[[], bool]
 ) -> None:
     """Wait for the workers to end. One killed by a signal (the OOM killer, a SIGKILL) while the
     node runs is replaced, so the node keeps its N processes; one that exited by itself is not (a
@@ -271,7 +270,7 @@ def _supervise(
             elif at <= time.monotonic():
                 del due[place]
                 restarted[place] = time.monotonic()
-                procs[place] = start_worker()
+                procs[place] = start_worker(place)
                 running.append(procs[place])
 
 
@@ -292,8 +291,23 @@ def worker_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork")
 
 
+def bind_each(listen: str, n: int) -> list[socket.socket]:
+    """`n` listening sockets on one address, one for each worker (SO_REUSEPORT): the kernel
+    spreads new connections over them by address, where on one shared socket every worker was
+    woken for each and whichever took it first kept it (64 keep-alive connections split 6/58 and
+    61/3 between two workers). A dead worker's socket stays open here, so connections the kernel
+    gives it wait in its backlog for its replacement (~0.15 s) rather than being refused. The
+    address is bound once without SO_REUSEPORT first, so a port held by anyone else is an error
+    as before, not a share of its traffic."""
+    bind(listen).close()
+    first = bind(listen, reuse_port=True)
+    host = split_listen(listen)[0]
+    port = first.getsockname()[1]  # listen may say port 0
+    return [first] + [bind(f"[{host}]:{port}", reuse_port=True) for _ in range(n - 1)]
+
+
 def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
-    public = bind(config.node.listen)
+    publics = bind_each(config.node.listen, workers) if workers > 1 else [bind(config.node.listen)]
     admin = bind(config.node.admin_listen) if config.node.admin_listen else None
     log.info(
         "edgefn %s listening on http://%s (admin http://%s), %d worker(s)",
@@ -303,13 +317,14 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
         workers,
     )
     if workers <= 1:
-        run(config, public, admin)
+        run(config, publics[0], admin)
         return 0
-    # Several processes accept on the same sockets; each has its own gateway and runtime.
+    # Each worker accepts on a public socket of its own and the shared admin socket; each has its
+    # own gateway and runtime.
     ctx = worker_context()
-    args = (str(Path(config.path)), public, admin, level, os.getpid())
 
-    def start_worker() -> BaseProcess:
+    def start_worker(place: int) -> BaseProcess:
+        args = (str(Path(config.path)), publics[place], admin, level, os.getpid())
         p = ctx.Process(target=_worker, args=args, daemon=False)
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _NODE_SIGNALS)  # see `_worker`
         try:
@@ -318,7 +333,7 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return p
 
-    procs = [start_worker() for _ in range(workers)]
+    procs = [start_worker(place) for place in range(workers)]
     stopping = False
 
     def forward(signum: int, _frame: object) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -290,6 +291,66 @@ def _started_s(pid: int) -> float:
     """When the process started, in seconds since boot (clock ticks: 10 ms)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def test_each_worker_accepts_on_a_socket_of_its_own(tmp_path: Path, origin: str) -> None:
+    """The kernel spreads connections over the workers' sockets (on one shared socket, whichever
+    worker woke first kept them: 6/58 of 64 seen); a killed worker's socket stays open in the
+    node, so connections given to it wait for its replacement instead of being refused."""
+    import socket
+
+    with _node_with_workers(tmp_path, origin) as (proc, port):
+        listeners = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        assert len(listeners) == 2, listeners
+
+        def answered_by(connections: list[socket.socket]) -> list[str]:
+            for c in connections:
+                c.sendall(b"GET /echo HTTP/1.1\r\nhost: x\r\n\r\n")
+            prefixes = []
+            for c in connections:
+                head = c.recv(65536).decode("latin-1")
+                assert head.startswith("HTTP/1.1 200"), head[:200]
+                prefixes.append(head.lower().split("x-request-id: ")[1][:16])
+            return prefixes
+
+        connections = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(64)]
+        try:
+            counts = sorted(Counter(answered_by(connections)).values())
+        finally:
+            for c in connections:
+                c.close()
+        assert len(counts) == 2 and counts[0] >= 16, counts  # 32 +- 4 by the kernel's hash
+
+        os.kill(_workers(proc.pid, 2)[0], signal.SIGKILL)
+        connections = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(32)]
+        try:
+            assert len(answered_by(connections)) == 32  # none refused or reset
+        finally:
+            for c in connections:
+                c.close()
+
+
+def test_sockets_for_each_worker_share_a_port_nobody_else_holds() -> None:
+    import socket
+
+    from gateway.server import bind, bind_each
+
+    sockets = bind_each("127.0.0.1:0", 3)
+    try:
+        assert len({s.getsockname() for s in sockets}) == 1
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in sockets)
+        port = sockets[0].getsockname()[1]
+    finally:
+        for s in sockets:
+            s.close()
+    held = bind(f"127.0.0.1:{port}")
+    try:
+        with pytest.raises(OSError):  # another listener's port is an error, not a share of its traffic
+            bind_each(f"127.0.0.1:{port}", 2)
+    finally:
+        held.close()
 
 
 def test_an_idle_node_sleeps(tmp_path: Path, origin: str) -> None:
