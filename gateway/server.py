@@ -229,24 +229,38 @@ _NODE_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _worker(
-    config_path: str, public: socket.socket, admin: socket.socket | None, level: str, parent: int
+    config_path: str,
+    publics: list[socket.socket],
+    place: int,
+    admin: socket.socket | None,
+    level: str,
+    parent: int,
 ) -> None:
     # Forked with the node's handlers (`forward` would terminate this worker's siblings) and with
     # its signals blocked while it forked (`start_worker`): the defaults first, then the signals.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _NODE_SIGNALS)
+    # The other workers' sockets: held here, one would stay open after the node lets it go.
+    for other, sock in enumerate(publics):
+        if other != place:
+            sock.close()
+    public = publics[place]
     _stop_with_parent(parent)
     configure_logging(level)
     run(load_config(config_path, deployed=True), public, admin)
 
 
 def _supervise(
-    procs: list[BaseProcess], start_worker: Callable[[int], BaseProcess], stopping: Callable[[], bool]
+    procs: list[BaseProcess],
+    start_worker: Callable[[int], BaseProcess],
+    stopping: Callable[[], bool],
+    give_up: Callable[[int], None],
 ) -> None:
     """Wait for the workers to end. One killed by a signal (the OOM killer, a SIGKILL) while the
     node runs is replaced, so the node keeps its N processes; one that exited by itself is not (a
-    start-up error would only repeat). Each worker's place restarts at most once per
+    start-up error would only repeat), and its place is given up (`give_up`). Each worker's place
+    restarts at most once per
     RESTART_EVERY_S, so a worker killed at every start is no busy loop, while workers killed
     together (the OOM killer taking several) are all replaced at once: spaced node-wide, the
     second of two waited 5 s, with no worker serving."""
@@ -259,10 +273,14 @@ def _supervise(
         for p in [p for p in running if p.sentinel in ready]:
             running.remove(p)
             p.join()  # the sentinel closes a moment before the exit status can be read
-            if stopping() or p.exitcode is None or p.exitcode >= 0:
+            if stopping():
+                continue
+            place = procs.index(p)
+            if p.exitcode is None or p.exitcode >= 0:
+                log.warning("worker %d exited (status %s); not replaced", p.pid, p.exitcode)
+                give_up(place)
                 continue
             log.warning("worker %d was killed (signal %d); starting another", p.pid, -p.exitcode)
-            place = procs.index(p)
             due[place] = restarted[place] + RESTART_EVERY_S
         for place, at in sorted(due.items()):
             if stopping():
@@ -324,7 +342,7 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
     ctx = worker_context()
 
     def start_worker(place: int) -> BaseProcess:
-        args = (str(Path(config.path)), publics[place], admin, level, os.getpid())
+        args = (str(Path(config.path)), publics, place, admin, level, os.getpid())
         p = ctx.Process(target=_worker, args=args, daemon=False)
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _NODE_SIGNALS)  # see `_worker`
         try:
@@ -349,5 +367,10 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, interrupted)
-    _supervise(procs, start_worker, lambda: stopping)
+    def give_up(place: int) -> None:
+        """Close the place's socket (no worker holds it now): the kernel gives its connections to
+        the other workers' sockets instead of a backlog nobody reads."""
+        publics[place].close()
+
+    _supervise(procs, start_worker, lambda: stopping, give_up)
     return max((p.exitcode or 0) for p in procs)

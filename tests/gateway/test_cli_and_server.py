@@ -296,7 +296,8 @@ def _started_s(pid: int) -> float:
 def test_each_worker_accepts_on_a_socket_of_its_own(tmp_path: Path, origin: str) -> None:
     """The kernel spreads connections over the workers' sockets (on one shared socket, whichever
     worker woke first kept them: 6/58 of 64 seen); a killed worker's socket stays open in the
-    node, so connections given to it wait for its replacement instead of being refused."""
+    node, so connections given to it wait for its replacement instead of being refused; a worker
+    that is not replaced takes its socket with it."""
     import socket
 
     with _node_with_workers(tmp_path, origin) as (proc, port):
@@ -327,6 +328,23 @@ def test_each_worker_accepts_on_a_socket_of_its_own(tmp_path: Path, origin: str)
         connections = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(32)]
         try:
             assert len(answered_by(connections)) == 32  # none refused or reset
+        finally:
+            for c in connections:
+                c.close()
+
+        # A worker that ends by itself is not replaced: its socket is closed with it, and its
+        # share of new connections goes to the other worker instead of a backlog nobody reads.
+        leaving, _ = _workers(proc.pid, 2)
+        os.kill(leaving, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while leaving in _children(proc.pid):  # until the node has reaped it (and closed its socket)
+            assert time.monotonic() < deadline, "the worker did not stop"
+            time.sleep(0.05)
+        time.sleep(0.2)  # the node closes the socket just after it reaps the worker
+        connections = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(32)]
+        try:
+            answered = answered_by(connections)  # a socket nobody reads would time these out
+            assert len(answered) == 32 and len(set(answered)) == 1
         finally:
             for c in connections:
                 c.close()
