@@ -460,9 +460,9 @@ def _wait_for(done: Callable[[], bool], timeout_s: float, what: str, child: Chil
 
 
 def _forked_workers(node: int) -> list[int]:
-    """The workers of a node process: its children (gateway.server.worker_context forks them)."""
-    out = subprocess.run(["pgrep", "-P", str(node)], capture_output=True, text=True).stdout
-    workers = [int(c) for c in out.split()]
+    """The workers of a node process: the rest of its process group (the harness starts each
+    system in a session of its own; gateway.server.worker_context forks the workers)."""
+    workers = [pid for pid in _group_pids(node) if pid != node]
     if not workers:
         raise BenchError(f"no worker under process {node}")
     return workers

@@ -445,15 +445,16 @@ def verdicts(results: Results, opts: Options) -> list[str]:
                 f"{_verdict(t <= 10)}"
             )
     for r in results.restarts:
-        if r.label.startswith("edgefn") and r.warm_s and r.worker:
-            warm = median(r.warm_s) * 1000
+        if not (r.label.startswith("edgefn") and r.warm_s):
+            continue
+        warm = median(r.warm_s) * 1000
+        if r.worker:
             lines.append(
                 f"- restart of a killed worker from the cache (`--workers 2`), one function: {fmt(warm)} ms "
                 "from the kill to its replacement ready (target <= 100 ms per function): "
                 f"{_verdict(warm <= 100)}"
             )
-        elif r.label.startswith("edgefn") and r.warm_s:
-            warm = median(r.warm_s) * 1000
+        else:
             load = median(r.load_ms) if r.load_ms else float("nan")
             lines.append(
                 f"- restart to first response from the cache, one function: {fmt(warm)} ms whole process "

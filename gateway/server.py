@@ -260,10 +260,9 @@ def _supervise(
     """Wait for the workers to end. One killed by a signal (the OOM killer, a SIGKILL) while the
     node runs is replaced, so the node keeps its N processes; one that exited by itself is not (a
     start-up error would only repeat), and its place is given up (`give_up`). Each worker's place
-    restarts at most once per
-    RESTART_EVERY_S, so a worker killed at every start is no busy loop, while workers killed
-    together (the OOM killer taking several) are all replaced at once: spaced node-wide, the
-    second of two waited 5 s, with no worker serving."""
+    restarts at most once per RESTART_EVERY_S, so a worker killed at every start is no busy loop,
+    while workers killed together (the OOM killer taking several) are all replaced at once:
+    spaced node-wide, the second of two waited 5 s, with no worker serving."""
     restarted = [-RESTART_EVERY_S] * len(procs)
     due: dict[int, float] = {}  # place -> when its replacement may start
     running = list(procs)  # by sentinel, not `exitcode`: reading that reaps, and a reaped one is missed
