@@ -79,7 +79,21 @@ class JoinedHeadTransport:
         return getattr(self._transport, name)
 
 
-class JoinedHeadProtocol(HttpToolsProtocol):
+class Http11Protocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol for a listener that speaks HTTP/1.1 only (`ws="none"`).
+
+    A request asking to upgrade (WebSocket, h2c) is served as the plain request it also is, as
+    nginx serves one without upgrade settings, and the proxy drops its hop-by-hop `Upgrade`
+    (policies/headers.py). With a WebSocket library loaded, uvicorn handed such a request to it and
+    the gateway, which answers only `http` scopes, left it with a bare 500 that bypassed routes,
+    the access log and the metrics; without one, uvicorn logs two warnings for each such request,
+    as many as any client cares to send."""
+
+    def _unsupported_upgrade_warning(self) -> None:
+        log.debug("served an Upgrade request as plain HTTP/1.1")
+
+
+class JoinedHeadProtocol(Http11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(JoinedHeadTransport(transport, self.loop))  # type: ignore[arg-type]
 

@@ -28,7 +28,7 @@ import uvicorn
 
 from gateway.admin.app import admin_app
 from gateway.app import Gateway
-from gateway.connection import Acceptor, JoinedHeadProtocol
+from gateway.connection import Acceptor, Http11Protocol, JoinedHeadProtocol
 from gateway.observability import LoopBatchedHandler
 from routes import Config, load_config
 
@@ -144,6 +144,7 @@ async def serve_sockets(config: Config, public: socket.socket, admin: socket.soc
             uvicorn.Config(
                 gateway,
                 http=JoinedHeadProtocol,
+                ws="none",  # HTTP/1.1 only (connection.Http11Protocol)
                 lifespan="on",
                 log_config=None,
                 access_log=False,
@@ -159,7 +160,13 @@ async def serve_sockets(config: Config, public: socket.socket, admin: socket.soc
         servers.append(
             _Server(
                 uvicorn.Config(
-                    admin_app(gateway), lifespan="off", log_config=None, access_log=False, server_header=False
+                    admin_app(gateway),
+                    http=Http11Protocol,
+                    ws="none",
+                    lifespan="off",
+                    log_config=None,
+                    access_log=False,
+                    server_header=False,
                 )
             )
         )

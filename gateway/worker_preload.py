@@ -8,8 +8,7 @@ writes to their pages and the pages stay shared between the node process and the
 import contextlib
 import gc
 
-import uvicorn.lifespan.on  # what uvicorn.Config.load() imports for the gateway's listener
-import uvicorn.protocols.websockets.auto  # noqa: F401
+import uvicorn.lifespan.on  # noqa: F401  (what uvicorn.Config.load() imports for the gateway's listener)
 
 import gateway.functions.registry_sqlite  # every gateway opens its registry at start
 import gateway.server  # noqa: F401  (the gateway, its routes and the wasm runtime)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -184,6 +185,36 @@ def test_admin_health_and_metrics(served) -> None:
     assert "edgefn_requests_in_flight" in text
     origins = httpx.get(f"{admin}/origins", headers={"authorization": "Bearer s3cret"}).json()
     assert origins[0]["name"] == "web"
+
+
+def test_an_upgrade_request_is_served_as_plain_http(served) -> None:
+    """The gateway speaks HTTP/1.1 only: a WebSocket upgrade request goes through the route like any
+    other (here to the origin, without the hop-by-hop `upgrade`), is logged, and leaves no warning."""
+    proc, base, _ = served
+    port = int(base.rsplit(":", 1)[1])
+    request = (
+        b"GET /echo/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        reader = conn.makefile("rb")
+        status = reader.readline()
+        fields = {}
+        while (line := reader.readline().strip()) != b"":
+            name, _, value = line.partition(b":")
+            fields[name.strip().lower()] = value.strip()
+        echoed = json.loads(reader.read(int(fields[b"content-length"])))
+    assert status.startswith(b"HTTP/1.1 200 "), status
+    assert b"x-request-id" in fields
+    assert echoed["path"] == "/echo/ws"
+    assert "upgrade" not in {name.lower() for name, _ in echoed["headers"]}
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    stderr = proc.stderr.read() if proc.stderr else ""
+    access = [json.loads(line) for line in stderr.splitlines() if line.startswith("{") and '"route"' in line]
+    assert any(a["path"] == "/echo/ws" and a["status"] == 200 for a in access), stderr
+    assert "upgrade" not in stderr.lower() and "websocket" not in stderr.lower(), stderr
 
 
 @contextmanager
