@@ -16,8 +16,10 @@ started and stopped here. Workloads, in this order:
    byte; and the time to the first body byte of a 16-byte stream. Both from an asyncio client in
    its own process (bench/wasm_client.py), which also checks every byte.
 4. 1,000 slow streams held open at once from the stream function (a 16-byte chunk a second),
-   RSS of the serving process tree sampled meanwhile; a system that grows past `--rss-cap-mb`
-   has its clients cut off, so one runaway peer cannot take the shared machine down.
+   RSS and PSS of the serving process tree sampled meanwhile; a system whose PSS (the memory it
+   uses: RSS counts each instance's copy-on-write mapping of the same compiled image again) grows
+   past `--pss-cap-mb` has its clients cut off, so one runaway peer cannot take the shared machine
+   down.
 
 Results replace the `bench.wasm` section of docs/performance.md.
 """
@@ -80,7 +82,7 @@ class Options:
     restarts: int = 5
     held: int = 1000
     hold_s: float = 10.0
-    rss_cap_mb: int = 4096
+    pss_cap_mb: int = 4096
     log_level: str = "INFO"
     edgefn_command: str = ""
     peers: tuple[str, ...] = ("wasmtime", "workerd")
@@ -192,7 +194,7 @@ def _group_pids(pgid: int) -> list[int]:
 
 
 class MemorySampler:
-    """Samples a group's RSS every `period_s` on a thread while the `with` block runs."""
+    """Samples a group's RSS and PSS every `period_s` on a thread while the `with` block runs."""
 
     def __init__(self, pgid: int, period_s: float = 0.25) -> None:
         self.pgid = pgid
@@ -676,8 +678,8 @@ def run_held(procs: Processes, targets: Sequence[Target], opts: Options, results
             )
             deadline = time.monotonic() + opts.hold_s + 120
             while proc.poll() is None:
-                if mem.peak_rss > opts.rss_cap_mb:
-                    note = f"cut off: RSS passed the {opts.rss_cap_mb} MiB cap"
+                if mem.peak_pss > opts.pss_cap_mb:
+                    note = f"cut off: PSS passed the {opts.pss_cap_mb} MiB cap"
                     proc.kill()
                     break
                 if time.monotonic() > deadline:
@@ -738,7 +740,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--restarts", type=int, default=5, help="warm restarts per system (default 5)")
     p.add_argument("--held", type=int, default=1000, help="slow streams held at once (default 1000)")
     p.add_argument("--hold-s", type=float, default=10.0, help="seconds the held streams stay open")
-    p.add_argument("--rss-cap-mb", type=int, default=4096, help="cut off held streams above this RSS")
+    p.add_argument("--pss-cap-mb", type=int, default=4096, help="cut off held streams above this PSS")
     p.add_argument("--peers", default="wasmtime,workerd", help="peers to run (wasmtime, workerd; '' = none)")
     p.add_argument(
         "--log-level",
@@ -779,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         restarts=args.restarts,
         held=args.held,
         hold_s=args.hold_s,
-        rss_cap_mb=args.rss_cap_mb,
+        pss_cap_mb=args.pss_cap_mb,
         log_level=args.log_level,
         edgefn_command=args.edgefn_command,
         peers=tuple(x for x in args.peers.split(",") if x),
