@@ -49,6 +49,7 @@ from ._canon import Err, HostResource, Ok
 from ._hostcall import ResourceTable
 
 Plan = tuple[Any, ...]
+Signature = tuple[tuple[Plan, ...], "Plan | None"]  # a function's parameter plans and result plan
 
 # Plan kinds, as _hostcall.c numbers them: wasmtime's value kinds (upper case, checked against
 # wasmtime-py's by `layout_problem`), then what a resource handle, a list<u8> or latin-1 text
@@ -191,10 +192,10 @@ class ExportPlan:
 
 
 def export_plan(index: ExportIndex, fty: FuncType) -> ExportPlan:
-    return ExportPlan(index, *_signature(fty))
+    return ExportPlan(index, *signature(fty))
 
 
-def _signature(fty: FuncType, latin1: bool = False) -> tuple[tuple[Plan, ...], Plan | None]:
+def signature(fty: FuncType, latin1: bool = False) -> Signature:
     """The plans of a function's parameters and of its result (None: it returns nothing)."""
     result = None if fty.result is None else plan_of(fty.result, latin1)
     return tuple(plan_of(ty, latin1) for _, ty in fty.params), result
@@ -218,14 +219,13 @@ def add_func(
     inst: LinkerInstance,
     name: str,
     impl: Callable[..., Any] | str,
-    fty: FuncType,
+    sig: Signature,
     on_error: Callable[[BaseException], str],
-    latin1: bool = False,
 ) -> _hostcall.HostFunc:
     """Defines `name` in `inst` as `impl`, called with canonical values (a str: that method of
-    the first argument); an exception it raises (or a value that does not fit `fty`) becomes a
-    trap whose message `on_error` writes. `latin1`: strings are bytes to `impl` (see `plan_of`)."""
-    params, result = _signature(fty, latin1)
+    the first argument); an exception it raises (or a value that does not fit `sig`, the
+    function's `signature`) becomes a trap whose message `on_error` writes."""
+    params, result = sig
     func = _hostcall.HostFunc(impl, params, result, on_error)
     _hostcall.add_func(_address(inst), name.encode(), func)
     return func

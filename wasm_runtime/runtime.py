@@ -23,6 +23,7 @@ import platform
 import re
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ from ._context import (
 from ._gate import RunGate, Start
 from ._hostcall import ResourceTable
 from ._http import IncomingRequest, OutgoingResponse, ResponseOutparam
-from ._linker import build_linker
+from ._linker import ImportPlan, build_linker, dump_plan, import_plan, load_plan
 from ._pool import Warm, WarmPool
 from ._streams import MAX_IO, ChunkSink
 from ._threads import GuestThreads, ThreadSlots
@@ -81,7 +82,8 @@ WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 @dataclass(eq=False)
 class LoadedComponent:
-    """A compiled component with its linker; shared by every invocation of it."""
+    """A compiled component with its linker; shared by every invocation of it (and the linker by
+    every component whose imports are the same: `Runtime._linker_for`)."""
 
     name: str
     sha256: str
@@ -199,6 +201,9 @@ class Runtime:
         )
         self._cache: cachetools.LRUCache[str, LoadedComponent] = cachetools.LRUCache(cache_size)
         self._load_locks: dict[str, asyncio.Lock] = {}
+        # linkers by import plan, alive while a loaded component uses them (see _linker)
+        self._linkers: weakref.WeakValueDictionary[ImportPlan, Linker] = weakref.WeakValueDictionary()
+        self._linkers_lock = threading.Lock()
         self._active: set[Invocation] = set()
         self.warm_budget_mb = warm_budget_mb
         self._pools: dict[tuple[str, int], WarmPool] = {}  # for callers that bring no pool
@@ -332,10 +337,11 @@ class Runtime:
         if handle_index is None or handle_type is None or not isinstance(handle_type.ty, FuncType):
             raise InvalidComponent(f"{name}: {handler} has no `handle` function")
         try:
-            linker = build_linker(self.engine, component)
+            plan = self._import_plan(component, cwasm)
+            linker = self._linker_for(plan)
         except WasmtimeError as exc:
             raise InvalidComponent(f"{name}: cannot link its imports: {exc}") from exc
-        adapted = _body_adapter.INTERFACE in component.type.imports(self.engine)
+        adapted = any(iname == _body_adapter.INTERFACE for iname, _ in plan)
         probe = None
         probe_index = component.get_export_index(_memory_probe.EXPORT_NAME)
         if probe_index is not None:
@@ -671,6 +677,36 @@ class Runtime:
                     warm.store.close()
                 except Exception:
                     log.exception("tearing down an instance of %s failed", comp.name)
+
+    def _import_plan(self, component: Component, cwasm: Path) -> ImportPlan:
+        """What the component's linker is made from, kept beside its compiled artifact: read from
+        its types at its first load on this node, from the file at every later one."""
+        kept = cwasm.with_suffix(".imports")
+        try:
+            plan = load_plan(kept.read_bytes())
+        except FileNotFoundError:
+            plan = None
+        if plan is not None:
+            return plan
+        plan = import_plan(self.engine, component)
+        tmp = kept.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+        try:
+            tmp.write_bytes(dump_plan(plan))
+            os.replace(tmp, kept)
+        except OSError as exc:  # the next load reads the types again
+            log.warning("could not keep the import plan of %s: %s", cwasm.name, exc)
+        return plan
+
+    def _linker_for(self, plan: ImportPlan) -> Linker:
+        """One linker for every loaded component with this import plan (a guest's new version,
+        functions built with the same tools): equal plans make equal linkers."""
+        with self._linkers_lock:
+            linker = self._linkers.get(plan)
+        if linker is None:
+            built = build_linker(self.engine, plan)
+            with self._linkers_lock:
+                linker = self._linkers.setdefault(plan, built)
+        return linker
 
     def _instantiate(self, comp: LoadedComponent, memory_mb: int, ticks: int) -> Warm:
         store = Store(self.engine)

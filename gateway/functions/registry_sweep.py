@@ -15,14 +15,14 @@ few times a day fills its disk. A sweep, per pass:
    the deploy finds the blob gone and stores it again. The grace period is not what makes it safe;
    it keeps the code of a recent rollback target and of a request that resolved just before a
    change.
-2. this node's files, in every process: compiled artifacts `compiled/<sha256>-*.cwasm` (and the
-   store's local copies in a fleet) whose sha256 no document names, which no unexpired record
-   protects, and that were last written more than `grace_s` ago (the admin API compiles an upload
-   before the blob is stored: its fresh artifact is kept by its age; a `compiled/` that is a
-   symbolic link is shared with other data directories and left alone). Removing a cache file costs
-   at most a fetch or a recompile; a component already loaded keeps running, since the runtime
-   holds it in memory (a deserialized artifact is a private mapping of a file that Linux keeps
-   until it is unmapped).
+2. this node's files, in every process: compiled artifacts `compiled/<sha256>-*.cwasm`, their
+   import plans (`.imports`) and the store's local copies in a fleet, whose sha256 no document
+   names, which no unexpired record protects, and that were last written more than `grace_s` ago
+   (the admin API compiles an upload before the blob is stored: its fresh artifact is kept by its
+   age; a `compiled/` that is a symbolic link is shared with other data directories and left
+   alone). Removing a cache file costs at most a fetch or a recompile; a component already
+   loaded keeps running, since the runtime holds it in memory (a deserialized artifact is a
+   private mapping of a file that Linux keeps until it is unmapped).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ GRACE_S = 3600.0  # a blob is deleted after being unreferenced this long (two pa
 INTERVAL_S = 600.0
 LEASE_S = 300.0
 _ARTIFACT = re.compile(r"[0-9a-f]{64}-.+")  # the runtime's files in compiled/, finished or not
-_FINISHED = re.compile(r"([0-9a-f]{64})(?:\.wasm|-[^.]+\.cwasm)")
+_FINISHED = re.compile(r"([0-9a-f]{64})(?:\.wasm|-[^.]+\.(?:cwasm|imports))")
 MARK = "unreferenced_since"
 
 

@@ -45,12 +45,15 @@ def sha(path: Path) -> str:
 
 
 def artifact(data_dir: Path, sha256: str, age_s: float = 10 * GRACE) -> Path:
-    """A compiled artifact as the runtime names it, last written `age_s` ago."""
+    """A compiled artifact as the runtime names it, with its import plan beside it, both last
+    written `age_s` ago; the artifact's path."""
     path = data_dir / "compiled" / f"{sha256}-0123abcd.cwasm"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"compiled " + sha256.encode())
+    path.with_suffix(".imports").write_bytes(b"plan " + sha256.encode())
     then = time.time() - age_s
     os.utime(path, (then, then))
+    os.utime(path.with_suffix(".imports"), (then, then))
     return path
 
 
@@ -85,11 +88,12 @@ def test_a_deleted_functions_blob_and_artifact_go_after_the_grace_period(
     second = sweep.sweep()
     assert second.deleted == [gone]
     assert not store.blob_path(gone).exists() and not gone_artifact.exists()
-    assert gone_artifact in second.local
+    assert gone_artifact in second.local and gone_artifact.with_suffix(".imports") in second.local
     rev, doc = store.read(f"blob/{gone}")
     assert doc is None and rev == 3  # deployed, marked, deleted: a tombstone
     assert store.blob_ids() == [kept]
     assert sha(store.blob_path(kept)) == kept and kept_artifact.exists()
+    assert kept_artifact.with_suffix(".imports").exists()  # the plan goes with its artifact only
     assert_consistent(store.data_dir)
 
 

@@ -66,7 +66,7 @@ def test_every_0_2_version_links(version: str) -> None:
     from wasmtime import Config, Engine
     from wasmtime.component import Component
 
-    from wasm_runtime._linker import build_linker
+    from wasm_runtime._linker import build_linker, import_plan
 
     wat = f"""(component
       (import "wasi:cli/environment@{version}" (instance
@@ -74,7 +74,7 @@ def test_every_0_2_version_links(version: str) -> None:
     )"""
     engine = Engine(Config())
     component = Component(engine, wat)
-    build_linker(engine, component)
+    build_linker(engine, import_plan(engine, component))
 
 
 def test_host_calls_and_drops_cross_in_c(components: dict[str, Path], data_dir: Path) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from wasm_runtime import FunctionFailed, InvalidComponent, Limits
+from wasm_runtime import FunctionFailed, InvalidComponent, Limits, _linker
+from wasm_runtime import runtime as runtime_module
 
 from .conftest import arun
 from .helpers import chunks, drain, request, runtime
@@ -141,6 +143,61 @@ def test_a_load_by_known_hash_uses_the_artifact_without_reading_the_file(
             shutil.copyfile(hello, copy)
             with pytest.raises(InvalidComponent, match="do not hash to the expected sha256"):
                 await rt.load(copy, sha256="0" * 64)
+
+    arun(main())
+
+
+def test_a_restart_links_from_the_import_plan_kept_beside_the_artifact(
+    components: dict[str, Path], data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading a component's import types is most of a linker's cost: the plan made from them is
+    kept beside the compiled artifact, and a restart links from it without reading them; a plan
+    file that is damaged or of another format is read again from the types and replaced."""
+    hello = components["hello"]
+    compiled = tmp_path / "compiled"
+
+    async def main() -> None:
+        async with runtime(data_dir) as rt:  # the shared cache compiles it once per machine
+            loaded = await rt.load(hello)
+            artifact = rt.compiled_dir / f"{loaded.sha256}-{rt.engine_key}.cwasm"
+            from_types = _linker.import_plan(rt.engine, loaded.component)
+        compiled.mkdir()
+        shutil.copyfile(artifact, compiled / artifact.name)
+        kept = compiled / artifact.with_suffix(".imports").name
+        async with runtime(tmp_path) as rt:
+            first = await rt.load(hello)
+            assert first.from_cache and _linker.load_plan(kept.read_bytes()) == from_types
+
+        def no_types(*_: object) -> None:
+            raise AssertionError("the import types were read again")
+
+        with monkeypatch.context() as m:
+            m.setattr(runtime_module, "import_plan", no_types)
+            async with runtime(tmp_path) as rt:
+                restarted = await rt.load(hello)
+                resp = await rt.invoke(restarted, request("/planned"), limits=Limits())
+                assert json.loads(await drain(resp))["path"] == "/planned"
+
+        for damaged in (b"\x00garbage", _linker.marshal.dumps(("another format", from_types))):
+            kept.write_bytes(damaged)
+            async with runtime(tmp_path) as rt:
+                again = await rt.load(hello)
+                resp = await rt.invoke(again, request("/again"), limits=Limits())
+                assert json.loads(await drain(resp))["path"] == "/again"
+            assert _linker.load_plan(kept.read_bytes()) == from_types
+
+    arun(main())
+
+
+def test_components_with_the_same_imports_share_one_linker(components: dict[str, Path], data_dir: Path) -> None:
+    async def main() -> None:
+        async with runtime(data_dir) as rt:
+            hello, stream = await rt.load(components["hello"]), await rt.load(components["stream"])
+            assert hello.sha256 != stream.sha256 and hello.linker is stream.linker
+            resp = await rt.invoke(hello, request("/shared"), limits=Limits())
+            assert json.loads(await drain(resp))["path"] == "/shared"
+            resp = await rt.invoke(stream, request("/?n=3&ms=0&size=4"), limits=Limits())
+            assert resp.status == 200 and len(await drain(resp)) == 12
 
     arun(main())
 

@@ -279,7 +279,8 @@ def crossing_linker(engine: Engine, component: Component, impls: dict[str, Any])
         for name, item in component.type.imports(engine).items():
             assert isinstance(item.ty, ComponentInstanceType)
             with root.add_instance(name) as inst:
-                _linker._define(engine, inst, HOST_INTERFACE, impls, item.ty)
+                items = _linker.instance_items(engine, HOST_INTERFACE, item.ty)
+                _linker._define(inst, HOST_INTERFACE, impls, items)
     return linker
 
 

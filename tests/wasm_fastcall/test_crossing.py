@@ -85,7 +85,7 @@ def _probe(
     (name, item), = component.type.imports(engine).items()
     fty = item.ty.exports(engine)["f"].ty
     with linker.root() as root, root.add_instance(name) as inst:
-        _crossing.add_func(inst, "f", impl, fty, on_error or _linker._on_error(f"{name}#f"))
+        _crossing.add_func(inst, "f", impl, _crossing.signature(fty), on_error or _linker._on_error(f"{name}#f"))
     store = Store(engine)
     if epoch_deadline is not None:
         store.set_epoch_deadline(epoch_deadline)
