@@ -690,7 +690,7 @@ class Runtime:
         kept = cwasm.with_suffix(".imports")
         try:
             plan = load_plan(kept.read_bytes())
-        except FileNotFoundError:
+        except OSError:  # none kept yet (or unreadable): read the types
             plan = None
         if plan is not None:
             return plan
