@@ -524,9 +524,8 @@ def _reading(results: Results, opts: Options) -> list[str]:
         "(`python -m bench.start` compares commits). Each added function costs the read and sha256 "
         "of its file (the compile cache's key), the deserialize (the log's figure) and its linker, "
         "made from the import plan kept beside the artifact and shared by components with the same "
-        "imports: 47-48 ms for the 18.6 MB hello on a machine where the run above took 711 ms "
-        "(hand-written sections below), which meets the target. The process figure cannot reach "
-        "100 ms while the imports alone take "
+        "imports (the hand-written sections below have the figures, by hand), which meets the "
+        "target. The process figure cannot reach 100 ms while the imports alone take "
         "longer. A killed worker of a running node (`--workers 2` row) pays none of them: it is "
         "forked from the node process, which imported what a worker runs "
         "(gateway/worker_preload.py), so what is left is its function's load and the listener's start.",
