@@ -15,7 +15,7 @@ from gateway.functions.service import BadReference, Functions, UnknownFunction
 from routes import parse_config
 from routes.config import AsyncInvoke
 from tests.gateway.conftest import shared_data_dir
-from wasm_runtime import Runtime
+from wasm_runtime import InvalidComponent, Runtime
 
 T = TypeVar("T")
 
@@ -158,3 +158,52 @@ def test_an_unreadable_registry_leaves_what_is_loaded_serving(tmp_path: Path, ex
             await service.pick("hello:2")  # never loaded: nothing to fall back on
 
     run_with_service(tmp_path, two_versions(hello), body, f'[functions.cfg]\ncomponent = "{hello}"\n')
+
+
+def test_the_config_files_functions_load_side_by_side(tmp_path: Path, example_components) -> None:
+    """Each load is mostly file reading, hashing and deserializing on a thread: all of them start
+    before any has ended, and the targets keep the file's order."""
+    toml = "".join(
+        f'\n[functions.{name}]\ncomponent = "{example_components[name]}"\n' for name in ("hello", "stream")
+    )
+    in_flight: list[int] = []
+    most: list[int] = [0]
+
+    def counted(load: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:
+        async def load_counted(*args: object, **kwargs: object) -> object:
+            in_flight.append(1)
+            most[0] = max(most[0], len(in_flight))
+            try:
+                return await load(*args, **kwargs)
+            finally:
+                in_flight.pop()
+
+        return load_counted
+
+    async def body(service: Functions, registry: Registry) -> list[str]:
+        return list(service._config_targets)
+
+    original = Runtime.load
+    Runtime.load = counted(original)  # type: ignore[method-assign]
+    try:
+        names = run_with_service(tmp_path, lambda registry: None, body, toml)
+    finally:
+        Runtime.load = original  # type: ignore[method-assign]
+    assert names == ["hello", "stream"] and most[0] == 2
+
+
+def test_a_broken_function_in_the_config_file_fails_start_up_with_its_own_error(
+    tmp_path: Path, example_components
+) -> None:
+    broken = tmp_path / "broken.wasm"
+    broken.write_bytes(b"\x00asm\x01\x00\x00\x00")  # a core module, not a component
+    toml = (
+        f'\n[functions.hello]\ncomponent = "{example_components["hello"]}"\n'
+        f'\n[functions.broken]\ncomponent = "{broken}"\n'
+    )
+
+    async def body(service: Functions, registry: Registry) -> None:
+        raise AssertionError("start-up went on")
+
+    with pytest.raises(InvalidComponent, match="a core WebAssembly module, not a component"):
+        run_with_service(tmp_path, lambda registry: None, body, toml)
