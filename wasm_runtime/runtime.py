@@ -148,10 +148,20 @@ def _trap(message: str) -> int:
 
 
 def _read_and_hash(path: Path) -> tuple[bytes, str]:
-    """A component's bytes and their sha256, off the event loop: hashing an 18 MB guest takes
-    13-14 ms, which on the loop's thread held up every request of a node loading a function."""
+    """A component's bytes and their sha256, for a loading thread, never the event loop: hashing
+    an 18 MB guest takes 13-14 ms, which on the loop's thread held up every request of a node
+    loading a function."""
     data = path.read_bytes()
     return data, hashlib.sha256(data).hexdigest()
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """A file of the compile cache, written whole or not at all: another process or thread may be
+    loading it. The temporary beside it is named by process and thread; one a crash leaves is the
+    blob sweep's (registry_sweep.py, by its age)."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _engine_config() -> tuple[Config, str]:
@@ -323,15 +333,13 @@ class Runtime:
                 log.warning("discarding unusable compiled artifact %s: %s", cwasm, exc)
         if component is None:
             if data is None:  # the caller named the hash; the bytes must be what it named
-                data = path.read_bytes()
-                if hashlib.sha256(data).hexdigest() != sha:
+                data, actual = _read_and_hash(path)
+                if actual != sha:
                     raise InvalidComponent(f"{name}: its bytes do not hash to the expected sha256 {sha[:12]}")
                 self.validate(data)
             component = compile_guest(self.engine, data, name)
             self.compiled_dir.mkdir(parents=True, exist_ok=True)
-            tmp = cwasm.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-            tmp.write_bytes(component.serialize())
-            os.replace(tmp, cwasm)
+            _write_whole(cwasm, component.serialize())
         ms = (time.perf_counter() - t0) * 1000
         exports = component.type.exports(self.engine)
         handler = next((n for n in exports if HANDLER.match(n)), None)
@@ -695,10 +703,8 @@ class Runtime:
         if plan is not None:
             return plan
         plan = import_plan(self.engine, component)
-        tmp = kept.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
         try:
-            tmp.write_bytes(dump_plan(plan))
-            os.replace(tmp, kept)
+            _write_whole(kept, dump_plan(plan))
         except OSError as exc:  # the next load reads the types again
             log.warning("could not keep the import plan of %s: %s", cwasm.name, exc)
         return plan
