@@ -524,7 +524,7 @@ def _reading(results: Results, opts: Options) -> list[str]:
         "(`python -m bench.start` compares commits). Each added function costs the read and sha256 "
         "of its file (the compile cache's key), the deserialize (the log's figure) and its linker, "
         "made from the import plan kept beside the artifact and shared by components with the same "
-        "imports (the hand-written sections below have the figures, by hand), which meets the "
+        "imports (the hand-written sections below have the figures), which meets the "
         "target. The process figure cannot reach 100 ms while the imports alone take "
         "longer. A killed worker of a running node (`--workers 2` row) pays none of them: it is "
         "forked from the node process, which imported what a worker runs "

@@ -209,7 +209,7 @@ async def _settle_collector_once_started(server: uvicorn.Server) -> None:
 
 
 def run(config: Config, public: socket.socket, admin: socket.socket | None) -> None:
-    """Run the listeners on uvloop when it is installed (uvicorn[standard] brings it)."""
+    """Run the listeners on uvloop (a dependency; asyncio's own loop should it be missing)."""
     try:
         import uvloop
     except ModuleNotFoundError:

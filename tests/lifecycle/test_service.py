@@ -160,7 +160,9 @@ def test_an_unreadable_registry_leaves_what_is_loaded_serving(tmp_path: Path, ex
     run_with_service(tmp_path, two_versions(hello), body, f'[functions.cfg]\ncomponent = "{hello}"\n')
 
 
-def test_the_config_files_functions_load_side_by_side(tmp_path: Path, example_components) -> None:
+def test_the_config_files_functions_load_side_by_side(
+    tmp_path: Path, example_components, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each load is mostly file reading, hashing and deserializing on a thread: all of them start
     before any has ended, and the targets keep the file's order."""
     toml = "".join(
@@ -183,12 +185,8 @@ def test_the_config_files_functions_load_side_by_side(tmp_path: Path, example_co
     async def body(service: Functions, registry: Registry) -> list[str]:
         return list(service._config_targets)
 
-    original = Runtime.load
-    Runtime.load = counted(original)  # type: ignore[method-assign]
-    try:
-        names = run_with_service(tmp_path, lambda registry: None, body, toml)
-    finally:
-        Runtime.load = original  # type: ignore[method-assign]
+    monkeypatch.setattr(Runtime, "load", counted(Runtime.load))
+    names = run_with_service(tmp_path, lambda registry: None, body, toml)
     assert names == ["hello", "stream"] and most[0] == 2
 
 
