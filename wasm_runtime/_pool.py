@@ -72,6 +72,7 @@ class WarmPool:
         self.cap = max(provisioned, budget_mb // max(1, memory_mb), 1)
         self.in_flight = 0
         self.refilling = 0  # instantiations under way in the background
+        self._unclaimed = 0  # of those, not yet started by the maker or a helper (`claim`)
         self.made = 0  # instances made in the background (provisioned), since start
         self.out = 0  # pooled instances serving a request now (they come back unless spent)
         self._idle: collections.deque[Warm] = collections.deque()
@@ -168,7 +169,17 @@ class WarmPool:
                 missing = self.provisioned - len(self._idle) - self.refilling - self.out
             if missing > 0:
                 self.refilling += missing
+                self._unclaimed += missing
             return max(0, missing)
+
+    def claim(self) -> bool:
+        """Takes one of the instantiations `wanted` counted, for the thread that will make it:
+        the maker has a job for each, and at start-up helpers make them beside it."""
+        with self._lock:
+            if self._unclaimed <= 0:
+                return False
+            self._unclaimed -= 1
+            return True
 
     def add_made(self, warm: Warm | None) -> None:
         """A background instantiation ended (`None`: it failed)."""

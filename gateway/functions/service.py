@@ -158,7 +158,7 @@ class Functions:
             concurrency=self._limit(name, function.reserved_concurrency),
         )
         if target.pool is not None and function.provisioned:
-            await self.runtime.provisioned_ready(target.pool)  # at start-up, not on a request
+            await self.runtime.provisioned_ready(component, target.pool)  # at start-up, not on a request
         log.info("function %s ready", name)
         return target
 

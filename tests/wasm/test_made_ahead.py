@@ -100,7 +100,7 @@ def test_instances_made_ahead_stay_within_the_memory_budget(
             )
             await asyncio.gather(*(drain(r) for r in resps))
             await _made(pool, 2)
-            await rt.provisioned_ready(pool)  # whatever the maker had queued has run
+            await rt.provisioned_ready(comp, pool)  # whatever the maker had queued has run
             return pool.idle, pool.cap
         finally:
             await rt.aclose()
@@ -175,7 +175,7 @@ def test_a_used_instance_is_torn_down_when_its_request_ends_not_by_the_collector
                 for _ in range(2):  # again once the maker has run what it had queued
                     while _open_stores() - before != pool.idle and loop.time() < until:
                         await asyncio.sleep(0.01)  # the teardown runs just after the answer
-                    await rt.provisioned_ready(pool)
+                    await rt.provisioned_ready(comp, pool)
                 return before, _open_stores(), pool.idle
             finally:
                 gc.enable()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -82,7 +84,7 @@ def test_provisioned_instances_are_made_ahead_and_refilled(
         async with runtime(data_dir) as rt:
             comp = await rt.load(components["hello"])
             pool = rt.warm_pool(comp, limits, provisioned=2)
-            await rt.provisioned_ready(pool)
+            await rt.provisioned_ready(comp, pool)
             ready = pool.idle
             seen = []
             for _ in range(3):
@@ -101,6 +103,34 @@ def test_provisioned_instances_are_made_ahead_and_refilled(
     assert idle_after == 2
     assert made == 5  # 2 at load, then one after each spent instance
 
+
+def test_provisioned_ready_makes_the_queued_instances_beside_the_maker(
+    components: dict[str, Path], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At start-up the waiting caller's helpers make provisioned instances with the maker thread,
+    each instance once."""
+    makers: list[str] = []
+
+    async def main() -> tuple[int, int, int]:
+        async with runtime(data_dir) as rt:
+            instantiate = rt._instantiate
+
+            def slow_instantiate(*args: object) -> Warm:
+                makers.append(threading.current_thread().name)
+                time.sleep(0.02)  # long enough that each thread finds a queued one to take
+                return instantiate(*args)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(rt, "_instantiate", slow_instantiate)
+            comp = await rt.load(components["hello"])
+            pool = rt.warm_pool(comp, Limits(instance_reuse=5), provisioned=8)
+            await rt.provisioned_ready(comp, pool)
+            return pool.idle, pool.made, pool.refilling
+
+    idle, made, refilling = arun(main())
+    assert (idle, made, refilling) == (8, 8, 0)
+    assert len(makers) == 8
+    assert any(name.startswith("wasm-warm") for name in makers)
+    assert any(not name.startswith("wasm-warm") for name in makers)  # made on the maker alone before
 
 def test_provisioned_needs_instance_reuse(
     components: dict[str, Path], data_dir: Path, tmp_path: Path
