@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 
 import uvicorn
 
@@ -30,7 +29,7 @@ from gateway.admin.app import admin_app
 from gateway.app import Gateway
 from gateway.connection import Acceptor, Http11Protocol, JoinedHeadProtocol
 from gateway.observability import LoopBatchedHandler
-from routes import Config, load_config
+from routes import Config
 
 log = logging.getLogger("edgefn.server")
 
@@ -236,7 +235,7 @@ _NODE_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _worker(
-    config_path: str,
+    config: Config,
     publics: list[socket.socket],
     place: int,
     admin: socket.socket | None,
@@ -255,7 +254,7 @@ def _worker(
     public = publics[place]
     _stop_with_parent(parent)
     configure_logging(level)
-    run(load_config(config_path, deployed=True), public, admin)
+    run(config, public, admin)
 
 
 def _supervise(
@@ -347,8 +346,11 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
     # own gateway and runtime.
     ctx = worker_context()
 
+    # Every worker, a replacement too, serves the config the node read and checked at its start,
+    # not the file as it is then: one edited since (even broken: its replacement failed to start
+    # and its place was given up) takes effect when the node restarts, for all workers at once.
     def start_worker(place: int) -> BaseProcess:
-        args = (str(Path(config.path)), publics, place, admin, level, os.getpid())
+        args = (config, publics, place, admin, level, os.getpid())
         p = ctx.Process(target=_worker, args=args, daemon=False)
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _NODE_SIGNALS)  # see `_worker`
         try:

@@ -307,6 +307,27 @@ def test_workers_killed_together_are_replaced_together_and_each_place_is_spaced(
         assert all(httpx.get(f"http://127.0.0.1:{port}/echo").status_code == 200 for _ in range(10))
 
 
+def test_a_replacement_worker_serves_the_config_the_node_started_with(tmp_path: Path, origin: str) -> None:
+    """A worker forked after the config file was edited serves what its siblings serve: the config
+    the node read and checked at start. It read the file again, and an edit that broke it failed
+    the replacement's start, which gave its place up for good."""
+    with _node_with_workers(tmp_path, origin) as (proc, port):
+        workers = _workers(proc.pid, 2)
+        (tmp_path / "edgefn.toml").write_text('[node]\nlisten = "half an edit')
+        os.kill(workers[0], signal.SIGKILL)
+        (replacement,) = _replacements(proc.pid, workers, 1)
+        time.sleep(2)  # a replacement that could not start exits within a few hundred ms
+        assert replacement in _children(proc.pid)
+        with httpx.Client() as client:  # connections the kernel spreads over both workers' sockets
+            codes = [client.get(f"http://127.0.0.1:{port}/echo", headers={"connection": "close"}) for _ in range(20)]
+        assert [r.status_code for r in codes] == [200] * 20
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        stderr = proc.stderr.read() if proc.stderr else ""
+        assert "not replaced" not in stderr, stderr[-4000:]
+
+
 def _replacements(node: int, gone: list[int], n: int) -> list[int]:
     """The `n` workers the node has forked in place of `gone` ones, once all have been."""
     deadline = time.monotonic() + 30
