@@ -8,8 +8,10 @@ both to stop accepting and lets in-flight requests, streams included, finish.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import logging
 import multiprocessing
@@ -22,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 import uvicorn
 
@@ -314,6 +317,32 @@ def worker_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork")
 
 
+def hashed_components(config: Config) -> Config:
+    """The config with each function's component hashed here, in the node process, once: every
+    worker then loads that component, a replacement too, as it loads that config (`serve`); from
+    its compiled artifact, without reading the file (a replacement of a one-function node: ~16 ms
+    of its ~55 ms start). The files are hashed side by side on threads, ended before any fork.
+    One that cannot be read is left to the worker, which fails to start with its own error."""
+    from wasm_runtime import hash_file
+
+    def hashed(path: Path) -> str | None:
+        try:
+            return hash_file(path)
+        except OSError as exc:
+            log.debug("not hashing %s: %s", path, exc)
+            return None
+
+    paths = sorted({Path(f.component) for f in config.functions.values()})
+    if not paths:
+        return config
+    with concurrent.futures.ThreadPoolExecutor(min(len(paths), os.cpu_count() or 1)) as pool:
+        sha = dict(zip(paths, pool.map(hashed, paths), strict=True))
+    functions = {
+        name: dataclasses.replace(f, sha256=sha[Path(f.component)]) for name, f in config.functions.items()
+    }
+    return dataclasses.replace(config, functions=functions)
+
+
 def bind_each(listen: str, n: int) -> list[socket.socket]:
     """`n` listening sockets on one address, one for each worker (SO_REUSEPORT): the kernel
     spreads new connections over them by address, where on one shared socket every worker was
@@ -344,6 +373,7 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
         return 0
     # Each worker accepts on a public socket of its own and the shared admin socket; each has its
     # own gateway and runtime.
+    config = hashed_components(config)
     ctx = worker_context()
 
     # Every worker, a replacement too, serves the config the node read and checked at its start,

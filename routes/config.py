@@ -129,6 +129,9 @@ class Function:
     async_: AsyncInvoke = AsyncInvoke()
     url: FunctionUrl | None = None
     schedule: tuple[str, ...] = ()
+    # Not from the file: the component's sha256 as the node process read it before forking its
+    # workers (gateway/server.py), so every worker, a replacement too, loads that component.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

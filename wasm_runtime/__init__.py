@@ -16,6 +16,7 @@ from .api import (
     OutboundTransport,
 )
 from .errors import (
+    ComponentChanged,
     FunctionError,
     FunctionFailed,
     FunctionThrottled,
@@ -26,9 +27,10 @@ from .errors import (
     OutboundError,
 )
 from .outbound import HttpxTransport, OutboundPolicy
-from .runtime import LoadedComponent, Runtime
+from .runtime import LoadedComponent, Runtime, hash_file
 
 __all__ = [
+    "ComponentChanged",
     "FunctionError",
     "FunctionFailed",
     "FunctionThrottled",
@@ -50,4 +52,5 @@ __all__ = [
     "OutboundTimeouts",
     "OutboundTransport",
     "Runtime",
+    "hash_file",
 ]

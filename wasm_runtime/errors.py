@@ -6,6 +6,7 @@ FunctionError                 the guest misbehaved; the gateway answers .status 
 ├── FunctionFailed            502: returned an error-code, or never set a response
 └── FunctionThrottled         429: no guest thread free within the request's timeout (Retry-After)
 InvalidComponent              the file is not a usable wasi:http/proxy component
+└── ComponentChanged          its bytes do not hash to the sha256 its load named
 OutboundDenied                the outbound policy refused an authority (guest sees HTTP-request-denied)
 OutboundError                 a transport failure, named by its wasi:http error-code case
 """
@@ -35,6 +36,10 @@ class FunctionFailed(FunctionError):
 
 class InvalidComponent(Exception):
     pass
+
+
+class ComponentChanged(InvalidComponent):
+    """The file's bytes do not hash to the sha256 its load named: replaced since it was hashed."""
 
 
 class OutboundDenied(Exception):

@@ -55,7 +55,14 @@ from ._pool import Warm, WarmPool
 from ._streams import MAX_IO, ChunkSink
 from ._threads import GuestThreads, ThreadSlots
 from .api import GuestRequest, GuestResponse, InvocationStats, Limits, OutboundTransport
-from .errors import FunctionError, FunctionFailed, FunctionTimeout, FunctionTrap, InvalidComponent
+from .errors import (
+    ComponentChanged,
+    FunctionError,
+    FunctionFailed,
+    FunctionTimeout,
+    FunctionTrap,
+    InvalidComponent,
+)
 from .outbound import HttpxTransport, OutboundPolicy
 
 log = logging.getLogger("edgefn.wasm")
@@ -147,7 +154,7 @@ def _trap(message: str) -> int:
     return ctypes.cast(err, ctypes.c_void_p).value or 0
 
 
-def _hash_file(path: Path) -> str:
+def hash_file(path: Path) -> str:
     """A component file's sha256, the compile cache's key, for a loading thread (never the event
     loop: on its thread this held up every request of a node loading a function). Read in small
     pieces into one buffer (`hashlib.file_digest`), not whole into a new one: in a freshly forked
@@ -163,7 +170,7 @@ def _read_checked(path: Path, sha: str, name: str) -> bytes:
     blob, or the hash its load began with (the file was replaced in between)."""
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != sha:
-        raise InvalidComponent(f"{name}: its bytes do not hash to the expected sha256 {sha[:12]}")
+        raise ComponentChanged(f"{name}: its bytes do not hash to the expected sha256 {sha[:12]}")
     return data
 
 
@@ -313,7 +320,7 @@ class Runtime:
         hash, checked when it was stored); then a compiled artifact is used without reading the
         file at all, which on a restart was most of a function's load (read 17-29 ms and hash
         13-19 ms of an 18 MB Python guest, against 3-8 ms to deserialize)."""
-        sha = sha256 if sha256 is not None else await asyncio.to_thread(_hash_file, Path(wasm))
+        sha = sha256 if sha256 is not None else await asyncio.to_thread(hash_file, Path(wasm))
         hit = self._cache.get(sha)
         if hit is not None:
             return hit

@@ -44,6 +44,7 @@ from gateway.functions.telemetry import InvocationTelemetry
 from routes import Config
 from routes.config import AsyncInvoke, Function
 from wasm_runtime import (
+    ComponentChanged,
     GuestRequest,
     GuestResponse,
     LoadedComponent,
@@ -147,7 +148,7 @@ class Functions:
         self._observe(await asyncio.to_thread(self.registry.revision))
 
     async def _load_config_function(self, name: str, function: Function) -> FunctionTarget:
-        component = await self.runtime.load(Path(function.component))
+        component = await self._load_component(name, function)
         target = FunctionTarget(
             self.runtime,
             function,
@@ -161,6 +162,18 @@ class Functions:
             await self.runtime.provisioned_ready(component, target.pool)  # at start-up, not on a request
         log.info("function %s ready", name)
         return target
+
+    async def _load_component(self, name: str, function: Function) -> LoadedComponent:
+        """The component the node process hashed (`Function.sha256`): from its compiled artifact
+        without reading the file, as every other worker of the node does. Should the artifact be
+        missing and the file changed since, the file as it is now."""
+        path = Path(function.component)
+        if function.sha256 is not None:
+            try:
+                return await self.runtime.load(path, sha256=function.sha256)
+            except ComponentChanged as exc:
+                log.warning("function %s: %s; loading its file as it is now", name, exc)
+        return await self.runtime.load(path)
 
     # -- the hooks the gateway, routes and invocations call ------------------------------------
 

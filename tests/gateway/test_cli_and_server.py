@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import httpx
 import pytest
 
 from tests.servers import free_port
+
+from .conftest import shared_data_dir
 
 EDGEFN = [sys.executable, "-m", "gateway.cli"]
 
@@ -326,6 +329,58 @@ def test_a_replacement_worker_serves_the_config_the_node_started_with(tmp_path: 
         assert proc.wait(timeout=20) == 0
         stderr = proc.stderr.read() if proc.stderr else ""
         assert "not replaced" not in stderr, stderr[-4000:]
+
+
+def test_every_worker_loads_the_component_the_node_hashed(tmp_path: Path, example_components) -> None:
+    """The node hashes each function's file before it forks: a worker replaced after the file
+    was replaced loads the component its siblings run, from the compiled artifact, as it serves
+    the config they serve. It hashed the file again and ran whatever the file was by then."""
+    component = tmp_path / "fn.wasm"
+    shutil.copyfile(example_components["hello"], component)
+    port = free_port()
+    path = write(
+        tmp_path,
+        f"""
+[node]
+listen = "127.0.0.1:{port}"
+data_dir = "{shared_data_dir(tmp_path / "data")}"
+
+[functions.fn]
+component = "{component}"
+
+[[routes]]
+name = "fn"
+path = "/fn"
+function = "fn"
+""",
+    )
+    log = tmp_path / "node.log"
+
+    def ready() -> int:
+        return log.read_text().count("Application startup complete")
+
+    with log.open("w") as out:
+        proc = subprocess.Popen([*EDGEFN, "serve", "--config", str(path), "--workers", "2"], stderr=out)
+    try:
+        _wait_until(lambda: ready() == 2 or proc.poll() is not None, 120)
+        workers = _workers(proc.pid, 2)
+        shutil.copyfile(example_components["stream"], component)  # another function, same name
+        os.kill(workers[0], signal.SIGKILL)
+        _replacements(proc.pid, workers, 1)
+        _wait_until(lambda: ready() == 3 or proc.poll() is not None, 120)
+        with httpx.Client(timeout=30) as client:  # new connections, spread over both workers
+            answers = [client.get(f"http://127.0.0.1:{port}/fn", headers={"connection": "close"}) for _ in range(20)]
+        assert all(a.status_code == 200 and a.json()["path"] == "/fn" for a in answers)  # hello's echo
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _wait_until(done: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def _replacements(node: int, gone: list[int], n: int) -> list[int]:

@@ -4,6 +4,8 @@ to, which loaded targets survive a registry change, and the hooks invocations ca
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -205,3 +207,32 @@ def test_a_broken_function_in_the_config_file_fails_start_up_with_its_own_error(
 
     with pytest.raises(InvalidComponent, match="a core WebAssembly module, not a component"):
         run_with_service(tmp_path, lambda registry: None, body, toml)
+
+
+def test_a_function_whose_file_changed_since_the_node_hashed_it_loads_the_file_as_it_is(
+    tmp_path: Path, example_components, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker loads the component its node hashed (`Function.sha256`), from the compiled
+    artifact; with none to load and the file changed since, the file as it is now, not a failed
+    start (a worker that cannot start gives its place up for good)."""
+    hello = example_components["hello"]
+    data = shared_data_dir(tmp_path / "data")
+    config = parse_config(f'[node]\ndata_dir = "{data}"\n[functions.fn]\ncomponent = "{hello}"\n', tmp_path / "x.toml")
+    hashed = dataclasses.replace(config.functions["fn"], sha256="0" * 64)  # no artifact, no such bytes
+    config = dataclasses.replace(config, functions={"fn": hashed})
+    registry = open_registry(config.node, config.functions)
+
+    async def main() -> str:
+        runtime = Runtime(data)
+        try:
+            service = Functions(config, runtime, registry)
+            await service.load_all()
+            return (await service.pick("fn")).component.sha256
+        finally:
+            await runtime.aclose()
+
+    try:
+        assert asyncio.run(main()) == hashlib.sha256(hello.read_bytes()).hexdigest()
+    finally:
+        registry.close()
+    assert "do not hash to the expected sha256 000000000000; loading its file as it is now" in caplog.text
