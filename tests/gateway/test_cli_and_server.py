@@ -220,20 +220,23 @@ def test_an_upgrade_request_is_served_as_plain_http(served) -> None:
     assert "upgrade" not in stderr.lower() and "websocket" not in stderr.lower(), stderr
 
 
+def _node_config(tmp_path: Path, port: int, data_dir: Path, body: str) -> Path:
+    """A config file: a node listening on `port` (and an admin port) with `data_dir`, then `body`."""
+    node = f'[node]\nlisten = "127.0.0.1:{port}"\nadmin_listen = "127.0.0.1:{free_port()}"\n'
+    return write(tmp_path, f'{node}data_dir = "{data_dir}"\n{body}')
+
+
 @contextmanager
 def _node_with_workers(
     tmp_path: Path, origin: str, workers: int = 2
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """`edgefn serve --workers N` proxying `origin`, once it answers; the node and its port."""
     port = free_port()
-    path = write(
+    path = _node_config(
         tmp_path,
+        port,
+        tmp_path / "data",
         f"""
-[node]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{free_port()}"
-data_dir = "{tmp_path / "data"}"
-
 [origins.web]
 endpoints = [{{ url = "{origin}" }}]
 
@@ -338,13 +341,11 @@ def test_every_worker_loads_the_component_the_node_hashed(tmp_path: Path, exampl
     component = tmp_path / "fn.wasm"
     shutil.copyfile(example_components["hello"], component)
     port = free_port()
-    path = write(
+    path = _node_config(
         tmp_path,
+        port,
+        shared_data_dir(tmp_path / "data"),
         f"""
-[node]
-listen = "127.0.0.1:{port}"
-data_dir = "{shared_data_dir(tmp_path / "data")}"
-
 [functions.fn]
 component = "{component}"
 
