@@ -365,6 +365,8 @@ function = "fn"
     try:
         _wait_until(lambda: ready() == 2 or proc.poll() is not None, 120)
         workers = _workers(proc.pid, 2)
+        # forked: the threads that hashed the files had ended (a node running threads spawns)
+        assert all(_cmdline(w) == _cmdline(proc.pid) for w in workers)
         shutil.copyfile(example_components["stream"], component)  # another function, same name
         os.kill(workers[0], signal.SIGKILL)
         _replacements(proc.pid, workers, 1)
