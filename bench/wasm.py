@@ -312,6 +312,7 @@ def edgefn_command(
 class Peers:
     wasmtime: Path | None = None
     hello_cwasm: Path | None = None
+    hello_cwasm_epoch: Path | None = None  # compiled with epoch checks, for `-W timeout=`
     stream_cwasm: Path | None = None
     workerd: Path | None = None
 
@@ -325,6 +326,9 @@ def prepare_peers(opts: Options, results: Results) -> Peers:
             peers.wasmtime = wasm_peers.wasmtime_binary(cache)
             results.versions["wasmtime serve"] = wasm_peers.wasmtime_version(peers.wasmtime)
             peers.hello_cwasm = wasm_peers.precompiled(peers.wasmtime, EXAMPLES["hello"], cache, say)
+            peers.hello_cwasm_epoch = wasm_peers.precompiled(
+                peers.wasmtime, EXAMPLES["hello"], cache, say, epoch=True
+            )
             peers.stream_cwasm = wasm_peers.precompiled(peers.wasmtime, EXAMPLES["stream"], cache, say)
         except BenchError as exc:
             peers.wasmtime = None
@@ -512,14 +516,24 @@ def start_systems(procs: Processes, workdir: Path, data: Path, peers: Peers, opt
             "floor": base + FLOOR_PATH,
         }
         systems.append(System(name, "edgefn", child, argv, urls, seconds))
-    if peers.wasmtime is not None and peers.hello_cwasm is not None and peers.stream_cwasm is not None:
-        for name, cwasm, reuse, role in (
-            ("wasmtime-fresh", peers.hello_cwasm, 0, "hello"),
-            ("wasmtime-reuse", peers.hello_cwasm, REUSE, "hello-reuse"),
-            ("wasmtime-stream", peers.stream_cwasm, 0, "stream"),
+    if (
+        peers.wasmtime is not None
+        and peers.hello_cwasm is not None
+        and peers.hello_cwasm_epoch is not None
+        and peers.stream_cwasm is not None
+    ):
+        limit = wasm_peers.FUNCTION_TIMEOUT_S
+        for name, cwasm, reuse, role, timeout_s in (
+            ("wasmtime-fresh", peers.hello_cwasm, 0, "hello", None),
+            ("wasmtime-reuse", peers.hello_cwasm, REUSE, "hello-reuse", None),
+            ("wasmtime-fresh-timed", peers.hello_cwasm_epoch, 0, "hello", limit),
+            ("wasmtime-reuse-timed", peers.hello_cwasm_epoch, REUSE, "hello-reuse", limit),
+            ("wasmtime-stream", peers.stream_cwasm, 0, "stream", None),
         ):
             port = free_port()
-            argv = wasm_peers.wasmtime_serve_argv(peers.wasmtime, port, cwasm, reuse=reuse)
+            argv = wasm_peers.wasmtime_serve_argv(
+                peers.wasmtime, port, cwasm, reuse=reuse, timeout_s=timeout_s
+            )
             base = f"http://127.0.0.1:{port}"
             url = base if role == "stream" else base + "/hello"
             child, seconds = spawn(procs, name, argv, base + SMALL_PATH if role == "stream" else url)
@@ -544,10 +558,9 @@ def hello_targets(systems: Sequence[System]) -> list[Target]:
             out += [Target(f"{s.name} fresh", s, "hello"), Target(f"{s.name} reuse", s, "hello-reuse")]
             if s.name == "edgefn-w1":
                 out.append(Target("edgefn-w1 no function", s, "floor"))
-        elif s.kind == "wasmtime" and "hello" in s.urls:
-            out.append(Target("wasmtime fresh", s, "hello"))
-        elif s.kind == "wasmtime" and "hello-reuse" in s.urls:
-            out.append(Target("wasmtime reuse", s, "hello-reuse"))
+        elif s.kind == "wasmtime" and ("hello" in s.urls or "hello-reuse" in s.urls):
+            role = "hello" if "hello" in s.urls else "hello-reuse"
+            out.append(Target(s.name.replace("-", " "), s, role))  # "wasmtime fresh timed"
         elif s.kind == "workerd":
             out.append(Target("workerd", s, "hello"))
     return out

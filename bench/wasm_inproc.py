@@ -2,7 +2,7 @@
 
     python -m bench.wasm_inproc DATA_DIR [--runs 200]
     python -m bench.wasm_inproc DATA_DIR --concurrency 1,4,16,64 [--duration 3] [--max-executing K]
-    ... [--gateway-headers]
+    ... [--gateway-headers] [--no-epoch]
     python -m bench.wasm_inproc DATA_DIR --calls [--runs 500] [--gateway-headers]
 
 Sequential invocations of examples/hello/hello.wasm through `wasm_runtime.Runtime` (no HTTP, no
@@ -18,6 +18,10 @@ tell whether a drop at high concurrency is contention (they rise) or a loaded ma
 The request carries one header (host); with --gateway-headers, the ones the gateway forwards to a
 function too (hello echoes them all, so the guest's work grows with them), as over HTTP.
 
+With --no-epoch, the engine has no epoch interruption, as `wasmtime serve` without `-W timeout`:
+set beside a run without it, what edgefn's time limit costs a guest (its compiled code checks the
+epoch at each function entry and loop back-edge). Never so when serving: nothing could stop a guest.
+
 With --calls: the Python functions and C functions called from Python (`sys.setprofile`'s "call"
 and "c_call", on every thread) a reused invocation makes, averaged over --runs: a count of the
 host's work that, unlike time, this machine's noise does not move.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import resource
 import statistics
@@ -35,7 +40,9 @@ import threading
 import time
 from pathlib import Path
 
-from wasm_runtime import GuestRequest, Limits, Runtime
+from wasmtime import Config
+
+from wasm_runtime import GuestRequest, Limits, Runtime, runtime
 
 HELLO = Path(__file__).resolve().parent.parent / "examples" / "hello" / "hello.wasm"
 HOST = [("host", b"bench")]
@@ -161,6 +168,18 @@ def _levels(text: str) -> list[int]:
     return levels
 
 
+def _without_epoch() -> None:
+    """The runtime's engine without epoch checks, compiled and cached under a key of its own."""
+    engine_config = runtime._engine_config
+
+    def config() -> tuple[Config, str]:
+        cfg, key = engine_config()
+        cfg.epoch_interruption = False
+        return cfg, hashlib.sha256(f"{key};no-epoch".encode()).hexdigest()[:16]
+
+    runtime._engine_config = config
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.wasm_inproc", description=__doc__)
     p.add_argument("data_dir", type=Path)
@@ -170,7 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-executing", type=int, help="the Runtime's max_executing (default: its own)")
     p.add_argument("--gateway-headers", action="store_true", help="send the headers the gateway forwards")
     p.add_argument("--calls", action="store_true", help="count the Python and C calls a reused invoke makes")
+    p.add_argument(
+        "--no-epoch",
+        action="store_true",
+        help="an engine without epoch interruption, as `wasmtime serve` runs by default: what the "
+        "time limit costs (a guest then cannot be stopped; never so in edgefn)",
+    )
     args = p.parse_args(argv)
+    if args.no_epoch:
+        _without_epoch()
     if args.runs < 1:
         p.error("--runs must be >= 1")
     if args.duration <= 0:

@@ -22,11 +22,16 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 from bench.harness import BenchError
+from routes.config import Function
 
 WORKERD_VERSION = "1.20261117.1"
+# The time limit edgefn puts on a function that names none (`timeout_s`), which the `timed`
+# `wasmtime serve` rows get too (`-W timeout=`): both then stop a guest by epoch interruption.
+FUNCTION_TIMEOUT_S: float = next(f.default for f in fields(Function) if f.name == "timeout_s")
 WORKERS_DIR = Path(__file__).resolve().parent / "workers"
 
 
@@ -80,30 +85,51 @@ def wasmtime_version(binary: Path) -> str:
     return run_tool([str(binary), "--version"], 30, "wasmtime --version").strip()
 
 
-def precompiled(binary: Path, wasm: Path, cache: Path, say: Callable[[str], None] | None = None) -> Path:
-    """`wasm` compiled by `wasmtime compile` (once per wasm content and wasmtime version)."""
+def precompiled(
+    binary: Path,
+    wasm: Path,
+    cache: Path,
+    say: Callable[[str], None] | None = None,
+    *,
+    epoch: bool = False,
+) -> Path:
+    """`wasm` compiled by `wasmtime compile` (once per wasm content and wasmtime version).
+    `epoch`: with the epoch checks that `wasmtime serve -W timeout=` needs (a .cwasm compiled
+    without them is refused by a serve with a timeout, and the other way round)."""
     digest = hashlib.sha256(wasm.read_bytes()).hexdigest()[:16]
     key = hashlib.sha256(wasmtime_version(binary).encode()).hexdigest()[:8]
-    out = cache / "cwasm" / f"{wasm.stem}-{digest}-{key}.cwasm"
+    out = cache / "cwasm" / f"{wasm.stem}-{digest}-{key}{'-epoch' if epoch else ''}.cwasm"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".tmp{os.getpid()}")
     if say is not None:
         say(f"  wasmtime compile {wasm.name} (once per content; 5-10 s)")
-    run_tool([str(binary), "compile", "-C", "cache=n", "-o", str(tmp), str(wasm)], 300, "wasmtime compile")
+    flags = ["-W", "epoch-interruption=y"] if epoch else []
+    argv = [str(binary), "compile", "-C", "cache=n", *flags, "-o", str(tmp), str(wasm)]
+    run_tool(argv, 300, "wasmtime compile")
     os.replace(tmp, out)
     return out
 
 
 def wasmtime_serve_argv(
-    binary: Path, port: int, component: Path, *, reuse: int = 0, compile_cache: bool = False
+    binary: Path,
+    port: int,
+    component: Path,
+    *,
+    reuse: int = 0,
+    compile_cache: bool = False,
+    timeout_s: float | None = None,
 ) -> list[str]:
     """`wasmtime serve` as the issue states it: `-S cli` (componentize-py guests import
-    wasi:cli/environment), a precompiled `.cwasm` or a `.wasm` compiled at start."""
+    wasi:cli/environment), a precompiled `.cwasm` or a `.wasm` compiled at start. `timeout_s`:
+    the time limit of a request's wasm (`-W timeout=`, by epoch interruption, as edgefn's
+    `timeout_s`); without it `wasmtime serve` lets a guest run for ever."""
     argv = [str(binary), "serve", "-S", "cli", "--addr", f"127.0.0.1:{port}"]
     if not compile_cache:
         argv += ["-C", "cache=n"]  # no ~/.cache/wasmtime: a .wasm is compiled at every start
+    if timeout_s is not None:
+        argv += ["-W", f"timeout={timeout_s:g}s"]
     if reuse:
         argv += ["--max-instance-reuse-count", str(reuse)]
     if component.suffix == ".cwasm":

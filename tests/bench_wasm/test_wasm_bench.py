@@ -144,6 +144,37 @@ def test_wasmtime_argv_precompiled_and_reuse(tmp_path: Path) -> None:
     assert reuse[-1].endswith("hello.cwasm")
 
 
+def test_a_timed_wasmtime_serve_gets_edgefns_default_limit_and_an_epoch_build(tmp_path: Path) -> None:
+    """The `timed` peer runs with the limit a function gets when it names none, and on a .cwasm
+    compiled with epoch checks (`wasmtime serve -W timeout=` refuses one compiled without them),
+    cached apart from the plain build of the same file."""
+    assert load_config_function_timeout(tmp_path) == wasm_peers.FUNCTION_TIMEOUT_S
+    timed = wasm_peers.wasmtime_serve_argv(tmp_path / "wasmtime", 9, tmp_path / "h.cwasm", timeout_s=10.0)
+    assert timed[timed.index("-W") + 1] == "timeout=10s"
+    assert "-W" not in wasm_peers.wasmtime_serve_argv(tmp_path / "wasmtime", 9, tmp_path / "h.cwasm")
+
+    binary = tmp_path / "wasmtime"  # writes the arguments it was given as the "compiled" output
+    binary.write_text(
+        '#!/bin/sh\n[ "$1" = --version ] && { echo "wasmtime 49.0.4"; exit 0; }\n'
+        'args="$*"; while [ "$1" != -o ]; do shift; done; echo "$args" > "$2"\n'
+    )
+    binary.chmod(0o755)
+    wasm_file = tmp_path / "hello.wasm"
+    wasm_file.write_bytes(b"\0asm")
+    plain = wasm_peers.precompiled(binary, wasm_file, tmp_path / "cache")
+    epoch = wasm_peers.precompiled(binary, wasm_file, tmp_path / "cache", epoch=True)
+    assert plain != epoch
+    assert "epoch-interruption=y" in epoch.read_text() and "epoch" not in plain.read_text()
+
+
+def load_config_function_timeout(tmp_path: Path) -> float:
+    """`timeout_s` of a function whose config names none."""
+    (tmp_path / "f.wasm").write_bytes(b"")
+    config = tmp_path / "edgefn.toml"
+    config.write_text('[functions.f]\ncomponent = "f.wasm"\n')
+    return load_config(config).functions["f"].timeout_s
+
+
 def test_log_errors_counts_only_lines_after_the_offset(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     log.write_text("error: before the hold\n")
@@ -185,3 +216,29 @@ def test_hello_table_gives_cpu_a_request_from_each_pass() -> None:
     cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")], strict=True))
     assert cells["c1 CPU ms/req"] == "0.950"  # median of 0.900 and 1.000
     assert cells["c64 CPU ms/req"] == "1.250"  # median of 1.000 and 1.500
+
+
+def test_edgefn_is_set_against_wasmtime_serve_with_and_without_its_time_limit() -> None:
+    """Targets are judged against `wasmtime serve` as the issue names it; the timed peer is given
+    beside it, in the ratios, the verdict and what the limit costs."""
+    from bench import wasm_report
+    from bench.harness import WrkResult
+
+    def sample(req_per_s: float) -> wasm.HelloSample:
+        return wasm.HelloSample(WrkResult(int(req_per_s * 5), 0, 5.0, 0.5, 2.0, 0), 100.0, 100.0, 80.0)
+
+    results = wasm.Results()
+    for conns in ("c1", "c64"):
+        results.hello[(conns, "edgefn-w1 reuse")].append(sample(1200.0))
+        results.hello[(conns, "wasmtime reuse")].append(sample(3000.0))
+        results.hello[(conns, "wasmtime reuse timed")].append(sample(2000.0))
+    text = "\n".join(wasm_report._hello(results, wasm.Options()))
+    assert "| `edgefn-w1 reuse` | `wasmtime reuse` | 0.40 | 0.40 |" in text
+    assert "| `edgefn-w1 reuse` | `wasmtime reuse timed` | 0.60 | 0.60 |" in text
+    verdict = next(v for v in wasm_report.verdicts(results, wasm.Options()) if v.startswith("- hello c1"))
+    assert "= 0.40x (target >= 0.5x): **MISSES**" in verdict
+    assert "(against `wasmtime reuse timed`, the same time limit: 0.60x)" in verdict
+    (limit,) = wasm_report._time_limit(results)
+    assert "2,000 against 3,000 req/s reuse (0.67x)" in limit
+    results.hello.pop(("c1", "wasmtime reuse timed"))
+    assert wasm_report._time_limit(results) == []
