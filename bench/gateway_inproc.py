@@ -2,6 +2,7 @@
 or a load generator sharing the cores.
 
     python -m bench.gateway_inproc CONFIG --path /hello-reuse --path /floor [--requests 2000] [--rounds 7]
+    ... [--without logs|metrics]
 
 CONFIG is an edgefn.toml (its data_dir holds the compile cache: a warm one makes the start quick).
 Each path gets `GET` requests with one `host` header, one after another on one event loop, after
@@ -11,6 +12,13 @@ path: the median and every round in microseconds, and `runtime_us`, the part spe
 `Runtime.invoke` (for function routes), which splits a function request into the runtime and
 the gateway around it. With --telemetry, also the CPU of one invocation's logs and metrics alone
 (`InvocationTelemetry.begin`, two guest lines, `end`: the START, END and REPORT lines).
+
+With --without logs|metrics, each round is run twice, with the feature and without it, in turn
+(the order alternating), and `without_us` and `feature_us` (the median of the rounds' paired
+differences: what the feature costs a request) are printed too. Pairs within one process see the
+same machine; two processes, minutes apart, differ here by more than a feature costs. `logs`: the
+gateway log's lines (the access line, a function's START, guest lines, END and REPORT as JSON;
+its ring and followers stay); `metrics`: the Prometheus series a request updates.
 
 Set beside the same routes over HTTP (bench.wasm, bench.proxy), the difference is uvicorn, the
 sockets and the kernel.
@@ -36,7 +44,7 @@ from gateway.app import Gateway
 from gateway.functions.logs import FunctionLogs
 from gateway.functions.metrics import FunctionMetrics
 from gateway.functions.telemetry import InvocationTelemetry
-from gateway.observability import LoopBatchedHandler
+from gateway.observability import GatewayMetrics, LoopBatchedHandler
 from gateway.server import configure_logging
 from routes import load_config
 from wasm_runtime import InvocationStats
@@ -118,9 +126,74 @@ async def _rounds(one: Callable[[], Awaitable[None]], requests: int, rounds: int
     return out
 
 
-async def measure_paths(config: Path, paths: list[str], requests: int, rounds: int) -> list[dict[str, Any]]:
+class _Untouched:
+    """A metric child that counts nothing."""
+
+    def inc(self, amount: float = 1) -> None:
+        return None
+
+    def dec(self, amount: float = 1) -> None:
+        return None
+
+    def observe(self, amount: float) -> None:
+        return None
+
+
+class _Feature:
+    """One of the gateway's per-request features, switched off and on again between rounds."""
+
+    def __init__(self, name: str, gateway: Gateway) -> None:
+        self.name = name
+        self._gateway = gateway
+        self._level = logging.getLogger("edgefn").level
+        self._in_flight = gateway.metrics.in_flight
+
+    def off(self) -> None:
+        if self.name == "logs":
+            logging.getLogger("edgefn").setLevel(logging.WARNING)
+        else:
+            untouched = _Untouched()
+            GatewayMetrics.observe = lambda self, ctx: None  # type: ignore[method-assign]
+            FunctionMetrics.child = lambda self, metric, *labels: untouched  # type: ignore[method-assign]
+            self._gateway.metrics.in_flight = untouched  # type: ignore[assignment]
+
+    def on(self) -> None:
+        if self.name == "logs":
+            logging.getLogger("edgefn").setLevel(self._level)
+        else:
+            GatewayMetrics.observe = _OBSERVE  # type: ignore[method-assign]
+            FunctionMetrics.child = _CHILD  # type: ignore[method-assign]
+            self._gateway.metrics.in_flight = self._in_flight
+
+
+_OBSERVE, _CHILD = GatewayMetrics.observe, FunctionMetrics.child
+
+
+async def _paired(
+    one: Callable[[], Awaitable[None]], feature: _Feature, requests: int, rounds: int
+) -> tuple[list[float], list[float]]:
+    """Rounds with the feature and without it, in turn (which goes first alternates)."""
+    with_it: list[float] = []
+    without: list[float] = []
+    try:
+        for r in range(rounds):
+            for on in (True, False) if r % 2 else (False, True):
+                if on:
+                    feature.on()
+                else:
+                    feature.off()
+                (with_it if on else without).extend(await _rounds(one, requests, 1))
+    finally:
+        feature.on()
+    return with_it, without
+
+
+async def measure_paths(
+    config: Path, paths: list[str], requests: int, rounds: int, without: str | None = None
+) -> list[dict[str, Any]]:
     gateway = Gateway(load_config(config, deployed=True))
     await gateway.startup()
+    feature = _Feature(without, gateway) if without else None
     clock = _InvokeClock()
     clock.install()
     results = []
@@ -131,14 +204,23 @@ async def measure_paths(config: Path, paths: list[str], requests: int, rounds: i
             for _ in range(WARM_UP):
                 await one()
             clock.reset()
-            samples = await _rounds(one, requests, rounds)
-            results.append({
+            if feature is None:
+                samples, bare = await _rounds(one, requests, rounds), []
+            else:
+                samples, bare = await _paired(one, feature, requests, rounds)
+            result = {
                 "path": path,
                 "status": sorted(statuses),
                 "us_per_request": round(statistics.median(samples), 1),
                 "rounds_us": [round(s) for s in samples],
                 "runtime_us": round(clock.seconds / clock.calls * 1e6, 1) if clock.calls else None,
-            })
+            }
+            if feature is not None:
+                result["without"] = feature.name
+                result["without_us"] = round(statistics.median(bare), 1)
+                paired = [a - b for a, b in zip(samples, bare, strict=True)]
+                result["feature_us"] = round(statistics.median(paired), 1)
+            results.append(result)
     finally:
         clock.uninstall()
         await gateway.shutdown()
@@ -168,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=2000, help="requests a round")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--telemetry", action="store_true", help="also time one invocation's logs and metrics")
+    p.add_argument(
+        "--without",
+        choices=("logs", "metrics"),
+        help="rounds without this feature in turn with rounds with it: what it costs a request",
+    )
     args = p.parse_args(argv)
     if args.requests < 1 or args.rounds < 1:
         p.error("--requests and --rounds must be >= 1")
@@ -179,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(handler, LoopBatchedHandler):
             handler.setStream(devnull)  # the lines are built and written as when serving, to nowhere
     if args.path:
-        for result in asyncio.run(measure_paths(args.config, args.path, args.requests, args.rounds)):
+        run = measure_paths(args.config, args.path, args.requests, args.rounds, args.without)
+        for result in asyncio.run(run):
             print(json.dumps(result))
     if args.telemetry:
         print(json.dumps(asyncio.run(measure_telemetry(args.requests, args.rounds))))
