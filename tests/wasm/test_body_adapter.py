@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from wasmtime import Engine, wat2wasm
 
-from wasm_runtime import Limits
+from wasm_runtime import Limits, OutboundPolicy, OutboundRequest, OutboundResponse, OutboundTimeouts
 from wasm_runtime import _body_adapter as adapter
 from wasm_runtime._streams import MAX_IO
 
@@ -73,6 +74,55 @@ def test_response_bodies_of_every_size_are_exact(components: dict[str, Path], da
     for n, body in zip(SIZES, arun(main()), strict=True):
         assert len(body) == 2 * n
         assert body == pattern(2 * n)
+
+
+class EchoTransport:
+    """An origin that answers every request with its own body, and keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    async def send(self, request: OutboundRequest, timeouts: OutboundTimeouts) -> OutboundResponse:
+        got = b"".join([chunk async for chunk in request.body]) if request.body is not None else b""
+        self.received.append(got)
+        return OutboundResponse(200, [], chunks(got[: len(got) // 2], got[len(got) // 2 :]))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_arbitrary_bytes_cross_both_ways_exactly(components: dict[str, Path], data_dir: Path) -> None:
+    """Random bytes (ASCII and high bytes mixed at every offset, runs of each, lengths that end
+    mid-word), each way as latin-1 text, which the crossing turns into bytes a word at a time
+    where it can: into hello (which hashes what it read), and through `fetch` to an origin that
+    keeps what it got (into the guest and out again) and echoes it (twice more)."""
+    rng = random.Random(6)
+    bodies = [rng.randbytes(n) for n in (1, 7, 8, 9, 15, 16, 17, 4093, 70_003)]
+    bodies += [b"\x80" * 9 + b"a" * 17 + bytes(range(256)) * 3 + b"\xff", b"ascii only, 16 b"]
+    bodies.append(bytes(rng.choice((rng.randrange(128), 128 + rng.randrange(128))) for _ in range(300_001)))
+    origin = EchoTransport()
+    policy = OutboundPolicy(allowed=("web",), origins=frozenset({"web"}))
+
+    def sent(body: bytes) -> AsyncIterator[bytes]:
+        return chunks(*[body[i : i + 65_537] for i in range(0, len(body), 65_537)])
+
+    async def main() -> tuple[list[str], list[bytes]]:
+        async with runtime(data_dir, transport=origin) as rt:
+            hello, fetch = await rt.load(components["hello"]), await rt.load(components["fetch"])
+            hashes, echoes = [], []
+            for body in bodies:
+                resp = await rt.invoke(hello, request("/", "POST", body=sent(body)), limits=Limits())
+                hashes.append(json.loads(await drain(resp))["body_sha256"])
+                resp = await rt.invoke(
+                    fetch, request("/echo", "POST", body=sent(body)), limits=Limits(), outbound=policy
+                )
+                echoes.append(await drain(resp))
+            return hashes, echoes
+
+    hashes, echoes = arun(main())
+    assert hashes == [hashlib.sha256(body).hexdigest() for body in bodies]
+    assert origin.received == bodies
+    assert echoes == [b"fetched: " + body for body in bodies]
 
 
 def test_a_failed_body_read_reaches_the_guest_with_its_error_resource(
