@@ -543,7 +543,8 @@ def _reading(results: Results, opts: Options) -> list[str]:
         "when it is compiled takes each `list<u8>` by wasmtime's own copy and hands it on as one "
         "latin-1 string, where wasmtime 49's C API would build a 32-byte value per byte (16-18 MiB/s "
         "before December 2026). What is left per MiB is wasmtime's latin-1 to UTF-8 and the crossing's "
-        "UTF-8 back to bytes (one pass in C), the copies between them and the Python of 20 writes; "
+        "UTF-8 back to bytes (one pass in C, a word at a time through runs of either kind of byte "
+        "since December 2026), the copies between them and the Python of 20 writes; "
         "`wasmtime serve` copies the bytes once.",
         "- **TTFB**: the 16-byte figure runs from the request to the first body byte and so includes "
         "instantiation and the guest's start, which makes it an upper bound of the target's \"after the "
