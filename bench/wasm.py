@@ -10,8 +10,9 @@ started and stopped here. Workloads, in this order:
    precompiled `.cwasm`; workerd. The clock runs from spawning the process to the first 200.
 2. hello at 1 and 64 connections (wrk): edgefn with a fresh instance per request and with
    `instance_reuse = 1000`; `wasmtime serve` fresh (its default) and with
-   `--max-instance-reuse-count 1000`; workerd. Targets alternate within each pass; medians of
-   the passes. The RSS of each system is sampled during the 64-connection runs.
+   `--max-instance-reuse-count 1000`, each also with edgefn's default time limit (`-W timeout=`,
+   on a build with epoch checks: the `timed` rows); workerd. Targets alternate within each pass;
+   medians of the passes. The RSS of each system is sampled during the 64-connection runs.
 3. a guest streaming 20 MB (20 chunks of 1 MiB, each flushed): MiB/s and time to the first body
    byte; and the time to the first body byte of a 16-byte stream. Both from an asyncio client in
    its own process (bench/wasm_client.py), which also checks every byte.
