@@ -496,6 +496,23 @@ static PyObject *lift_resource(const plan_t *p, const val_t *v, wt_context_t *ct
  * little-endian machines for the two-byte kind) and byte by byte where the kinds meet. In a 20 MiB
  * stream of bytes 0-255 in turn, byte by byte, this was 17 % of the process's CPU (perf). */
 #define HIGH_BITS 0x8080808080808080ULL
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define WORDS_LITTLE_ENDIAN 1
+#else
+#define WORDS_LITTLE_ENDIAN 0
+#endif
+
+/* High bytes in a word: its bytes above 127. */
+static inline size_t high_bytes(uint64_t w) {
+#if defined(__GNUC__)
+    return (size_t)__builtin_popcountll(w & HIGH_BITS);
+#else
+    size_t n = 0;
+    for (w &= HIGH_BITS; w; w &= w - 1)
+        n++;
+    return n;
+#endif
+}
 
 static inline uint64_t load_word(const unsigned char *p) {
     uint64_t w;
@@ -522,7 +539,7 @@ static PyObject *latin1_from_utf8(const name_t *s) {
             i += 8;
             n += 8;
         }
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if WORDS_LITTLE_ENDIAN
         /* four two-byte sequences a word: C2 or C3, then a continuation byte (10xxxxxx) */
         while (i + 8 <= size) {
             uint64_t w = load_word(src + i);
@@ -877,7 +894,7 @@ static int latin1_to_utf8(PyObject *obj, val_t *out) {
     const size_t size = (size_t)view.len;
     size_t high = 0, i = 0;
     for (; i + 8 <= size; i += 8)
-        high += (size_t)__builtin_popcountll(load_word(src + i) & HIGH_BITS);
+        high += high_bytes(load_word(src + i));
     for (; i < size; i++)
         high += src[i] >> 7;
     name_t text;
@@ -896,7 +913,7 @@ static int latin1_to_utf8(PyObject *obj, val_t *out) {
                 dst += 8;
                 i += 8;
             }
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if WORDS_LITTLE_ENDIAN
             /* four bytes above 127 a step, each spread to a 16-bit lane: C2 or C3 (0xC0 | its top
              * two bits), then a continuation byte (0x80 | its low six) */
             while (i + 4 <= size) {
