@@ -520,6 +520,21 @@ static inline uint64_t load_word(const unsigned char *p) {
     return w;
 }
 
+/* Copies the whole words of ASCII at src + *i to dst, advancing *i past them; how many bytes. */
+static inline size_t copy_ascii_words(const unsigned char *src, size_t size, size_t *i, unsigned char *dst) {
+    const size_t start = *i; /* not *i in the loop: a store through dst may alias it */
+    size_t at = start;
+    while (at + 8 <= size) {
+        uint64_t w = load_word(src + at);
+        if (w & HIGH_BITS)
+            break;
+        memcpy(dst + (at - start), &w, sizeof w);
+        at += 8;
+    }
+    *i = at;
+    return at - start;
+}
+
 /* The bytes of a UTF-8 string's code points, each below 256 (the body adapter's latin-1 text):
  * one pass, where decoding to str and encoding to latin-1 take two and a str in between. */
 static PyObject *latin1_from_utf8(const name_t *s) {
@@ -531,14 +546,7 @@ static PyObject *latin1_from_utf8(const name_t *s) {
     unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
     size_t i = 0, n = 0;
     while (i < size) {
-        while (i + 8 <= size) {
-            uint64_t w = load_word(src + i);
-            if (w & HIGH_BITS)
-                break;
-            memcpy(dst + n, &w, sizeof w);
-            i += 8;
-            n += 8;
-        }
+        n += copy_ascii_words(src, size, &i, dst + n);
 #if WORDS_LITTLE_ENDIAN
         /* four two-byte sequences a word: C2 or C3, then a continuation byte (10xxxxxx) */
         while (i + 8 <= size) {
@@ -905,14 +913,7 @@ static int latin1_to_utf8(PyObject *obj, val_t *out) {
     } else {
         i = 0;
         while (i < size) {
-            while (i + 8 <= size) {
-                uint64_t w = load_word(src + i);
-                if (w & HIGH_BITS)
-                    break;
-                memcpy(dst, &w, sizeof w);
-                dst += 8;
-                i += 8;
-            }
+            dst += copy_ascii_words(src, size, &i, dst);
 #if WORDS_LITTLE_ENDIAN
             /* four bytes above 127 a step, each spread to a 16-bit lane: C2 or C3 (0xC0 | its top
              * two bits), then a continuation byte (0x80 | its low six) */
