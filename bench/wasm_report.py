@@ -198,8 +198,8 @@ def _hello(results: Results, opts: Options) -> list[str]:
 
 
 def _peers_of(label: str) -> tuple[str, str]:
-    """The `wasmtime serve` rows an edgefn hello row is set against: as the issue names it, and
-    with edgefn's time limit."""
+    """The `wasmtime serve` rows an edgefn hello row (or its kind, "fresh" or "reuse") is set
+    against: as the issue names it, and with edgefn's time limit."""
     kind = "reuse" if label.endswith("reuse") else "fresh"
     return f"wasmtime {kind}", f"wasmtime {kind} timed"
 
@@ -487,7 +487,7 @@ def _time_limit(results: Results) -> list[str]:
     """What the time limit costs, read from the `timed` rows (none when they did not run)."""
     cost = []
     for kind in ("fresh", "reuse"):
-        plain, timed = (results.hello.get(("c1", f"wasmtime {kind}{t}"), []) for t in ("", " timed"))
+        plain, timed = (results.hello.get(("c1", peer), []) for peer in _peers_of(kind))
         if plain and timed:
             a, b = _med(timed, "req_per_s"), _med(plain, "req_per_s")
             cost.append(f"{fmt(a)} against {fmt(b)} req/s {kind} ({fmt(ratio(a, b), 2)}x)")
