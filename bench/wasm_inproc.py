@@ -2,7 +2,7 @@
 
     python -m bench.wasm_inproc DATA_DIR [--runs 200]
     python -m bench.wasm_inproc DATA_DIR --concurrency 1,4,16,64 [--duration 3] [--max-executing K]
-    ... [--gateway-headers] [--no-epoch]
+    ... [--gateway-headers] [--no-epoch] [--instance-slots N]
     python -m bench.wasm_inproc DATA_DIR --calls [--runs 500] [--gateway-headers]
 
 Sequential invocations of examples/hello/hello.wasm through `wasm_runtime.Runtime` (no HTTP, no
@@ -21,6 +21,9 @@ function too (hello echoes them all, so the guest's work grows with them), as ov
 With --no-epoch, the engine has no epoch interruption, as `wasmtime serve` without `-W timeout`:
 set beside a run without it, what edgefn's time limit costs a guest (its compiled code checks the
 epoch at each function entry and loop back-edge). Never so when serving: nothing could stop a guest.
+
+With --instance-slots N, the Runtime has N instance slots (0: none), where fresh instances are
+made with their memory kept mapped (wasm_runtime/_slots.py); the default is the runtime's own.
 
 With --calls: the Python functions and C functions called from Python (`sys.setprofile`'s "call"
 and "c_call", on every thread) a reused invocation makes, averaged over --runs: a count of the
@@ -43,6 +46,7 @@ from pathlib import Path
 from wasmtime import Config
 
 from wasm_runtime import GuestRequest, Limits, Runtime, runtime
+from wasm_runtime._slots import DEFAULT_SLOTS
 
 HELLO = Path(__file__).resolve().parent.parent / "examples" / "hello" / "hello.wasm"
 HOST = [("host", b"bench")]
@@ -79,8 +83,10 @@ async def _invoke(
     return (time.perf_counter() - start) * 1000, response.stats.init_ms
 
 
-async def measure(data_dir: Path, runs: int, headers: list[tuple[str, bytes]] = HOST) -> dict[str, float]:
-    runtime = Runtime(data_dir)
+async def measure(
+    data_dir: Path, runs: int, headers: list[tuple[str, bytes]] = HOST, instance_slots: int = DEFAULT_SLOTS
+) -> dict[str, float]:
+    runtime = Runtime(data_dir, instance_slots=instance_slots)
     try:
         component = await runtime.load(HELLO)
         out: dict[str, float] = {}
@@ -195,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         help="an engine without epoch interruption, as `wasmtime serve` runs by default: what the "
         "time limit costs (a guest then cannot be stopped; never so in edgefn)",
     )
+    p.add_argument(
+        "--instance-slots",
+        type=int,
+        default=DEFAULT_SLOTS,
+        help=f"the Runtime's instance slots for fresh instances (default {DEFAULT_SLOTS}; 0: none)",
+    )
     args = p.parse_args(argv)
     if args.no_epoch:
         _without_epoch()
@@ -212,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         run = concurrent(args.data_dir, args.concurrency, args.duration, args.max_executing, headers)
         print(json.dumps(asyncio.run(run)))
     else:
-        print(json.dumps(asyncio.run(measure(args.data_dir, args.runs, headers))))
+        print(json.dumps(asyncio.run(measure(args.data_dir, args.runs, headers, args.instance_slots))))
     return 0
 
 

@@ -522,7 +522,10 @@ def _reading(results: Results, opts: Options) -> list[str]:
         f"instance ({inproc('instantiate_ms')} ms of it instantiating on the request path; the rest is "
         "the guest's first `handle`: its own first run, page faults and lazily filled tables, which "
         "`wasmtime serve` pays too, and 48 host calls), where `wasmtime serve` answers the whole HTTP "
-        f"request in {p50('wasmtime fresh')} ms (p50, one connection). Host calls cross in C "
+        f"request in {p50('wasmtime fresh')} ms (p50, one connection). Since December 2026 fresh "
+        "instances are made in a few instance slots (`[node] instance_slots`, wasm_runtime/_slots.py), "
+        "where memory stays mapped between instances as in `wasmtime serve`'s pooling allocator, "
+        "rather than with mappings of their own faulted in and unmapped each time. Host calls cross in C "
         "(wasm_runtime/_hostcall.c) since December 2026 but their bodies are Python, which holds the "
         "GIL: one guest executes at a time per process, and `--workers N` uses the cores, where "
         "`wasmtime serve` uses both for wasm and host alike.",

@@ -147,7 +147,12 @@ class Gateway:
         if self.runtime is None:  # also without config functions: deployed ones need it
             transport = GatewayTransport(self.http, self.pools)
             node = self.config.node
-            self.runtime = Runtime(node.data_dir, transport=transport, max_threads=node.wasm_threads)
+            self.runtime = Runtime(
+                node.data_dir,
+                transport=transport,
+                max_threads=node.wasm_threads,
+                instance_slots=node.instance_slots,
+            )
         # Always: functions deployed at run time need the queue, the service and their URLs.
         self.invocations = Invocations.for_gateway(self)
         # Reserved concurrency holds across every process of the fleet, or of this node.

@@ -36,6 +36,7 @@ class Node:
     geoip_db: Path | None = None
     control_plane: str = "sqlite"
     wasm_threads: int = 512  # guest invocations running at once (a streaming one holds its thread)
+    instance_slots: int = 4  # fresh instances made with their memory kept mapped (wasm_runtime/_slots.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -746,6 +746,7 @@ class _Loader:
             geoip_db=self._file(t, "geoip_db", None),
             control_plane=control_plane,
             wasm_threads=t.integer("wasm_threads", 512, minimum=1, maximum=65536),
+            instance_slots=t.integer("instance_slots", 4, minimum=0, maximum=256),
         )
         t.finish()
         return node

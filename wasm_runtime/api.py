@@ -28,6 +28,7 @@ class InvocationStats:
     init_ms: float = 0.0
     max_memory_bytes: int = 0
     fresh_instance: bool = True
+    instance_slot: bool = False  # the instance was made in an instance slot (wasm_runtime/_slots.py)
     thread_wait_ms: float = 0.0  # waited for a guest thread (the runtime's cap), counted in the timeout
 
 

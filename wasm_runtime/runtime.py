@@ -52,6 +52,7 @@ from ._hostcall import ResourceTable
 from ._http import IncomingRequest, OutgoingResponse, ResponseOutparam
 from ._linker import ImportPlan, build_linker, dump_plan, import_plan, load_plan
 from ._pool import Warm, WarmPool
+from ._slots import DEFAULT_SLOTS, InstanceSlots, SlotStore
 from ._streams import MAX_IO, ChunkSink
 from ._threads import GuestThreads, ThreadSlots
 from .api import GuestRequest, GuestResponse, InvocationStats, Limits, OutboundTransport
@@ -103,6 +104,38 @@ class LoadedComponent:
     reuse_ok: bool = True
     io_max: int = MAX_IO  # see Invocation.io_max
     memory_probe: _crossing.ExportPlan | None = None  # see _memory_probe
+    slotted: SlotCopy | None = None  # see _slots.py
+
+
+@dataclass(frozen=True, eq=False)
+class SlotCopy:
+    """A loaded component again, in the instance slots' engine (export indices are a
+    component's own)."""
+
+    component: Component
+    linker: Linker
+    handle: _crossing.ExportPlan
+    memory_probe: _crossing.ExportPlan | None
+
+
+def _entry_points(
+    name: str, component: Component, engine: Engine
+) -> tuple[str, _crossing.ExportPlan, _crossing.ExportPlan | None]:
+    """The wasi:http handler's name, how to call its `handle`, and the memory probe if any."""
+    exports = component.type.exports(engine)
+    handler = next((n for n in exports if HANDLER.match(n)), None)
+    if handler is None:
+        raise InvalidComponent(f"{name}: does not export wasi:http/incoming-handler@0.2.x")
+    inst_index = component.get_export_index(handler)
+    handle_index = component.get_export_index("handle", inst_index) if inst_index is not None else None
+    handle_type = exports[handler].ty.exports(engine).get("handle")
+    if handle_index is None or handle_type is None or not isinstance(handle_type.ty, FuncType):
+        raise InvalidComponent(f"{name}: {handler} has no `handle` function")
+    probe_index = component.get_export_index(_memory_probe.EXPORT_NAME)
+    probe = None
+    if probe_index is not None:
+        probe = _crossing.export_plan(probe_index, exports[_memory_probe.EXPORT_NAME].ty)
+    return handler, _crossing.export_plan(handle_index, handle_type.ty), probe
 
 
 _CALLBACK_T, _FINALIZER_T = (ffi.dll.wasmtime_store_epoch_deadline_callback.argtypes[i] for i in (1, 3))
@@ -216,15 +249,19 @@ class Runtime:
         cache_size: int = 32,
         warm_budget_mb: int = 4096,
         max_executing: int | None = None,
+        instance_slots: int = DEFAULT_SLOTS,
     ) -> None:
         """`max_threads`: invocations that may run at once (each holds a thread while it runs,
         a streaming one for as long as its client reads); one function may hold at most
         `max_threads_per_function` of them (default: all but an eighth). Over either, a request
         waits within its own timeout, then gets FunctionThrottled (429).
         `max_executing`: of those, how many execute at once rather than wait in a host call
-        (default: $EDGEFN_MAX_EXECUTING, else 1: see `_default_executing` and _gate.py)."""
+        (default: $EDGEFN_MAX_EXECUTING, else 1: see `_default_executing` and _gate.py).
+        `instance_slots`: fresh instances made with their memory kept mapped (see _slots.py)."""
         cfg, self.engine_key = _engine_config()
         self.engine = Engine(cfg)
+        self.slots = InstanceSlots(_engine_config()[0], instance_slots)
+        self._engines = tuple(e for e in (self.engine, self.slots.engine) if e is not None)
         _compat.install()
         _install_fastcall()
         self.compiled_dir = Path(data_dir) / "compiled"
@@ -237,8 +274,11 @@ class Runtime:
         )
         self._cache: cachetools.LRUCache[str, LoadedComponent] = cachetools.LRUCache(cache_size)
         self._load_locks: dict[str, asyncio.Lock] = {}
-        # linkers by import plan, alive while a loaded component uses them (see _linker)
-        self._linkers: weakref.WeakValueDictionary[ImportPlan, Linker] = weakref.WeakValueDictionary()
+        # linkers by import plan and engine (is it the main one), alive while a loaded component
+        # uses them (see _linker)
+        self._linkers: weakref.WeakValueDictionary[tuple[ImportPlan, bool], Linker] = (
+            weakref.WeakValueDictionary()
+        )
         self._linkers_lock = threading.Lock()
         self._active: set[Invocation] = set()
         self.warm_budget_mb = warm_budget_mb
@@ -275,6 +315,8 @@ class Runtime:
             "guest_threads": self.guests.count,  # made so far (idle ones are kept)
             "ran_inline": self.ran_inline,
             "moved_to_thread": self.moved_to_thread,
+            "instance_slots_in_use": self.slots.in_use,
+            "made_in_slots": self.slots.made,
         }
 
     def _tick(self) -> None:
@@ -287,7 +329,8 @@ class Runtime:
                     self._running_changed.wait()
             if self._stop.wait(TICK_S):
                 return
-            self.engine.increment_epoch()
+            for engine in self._engines:
+                engine.increment_epoch()
             self.epoch_ticks += 1
             for inv in list(self._active):  # a guest computing between host calls holds no post long
                 inv.send_held(late_only=True)
@@ -353,26 +396,15 @@ class Runtime:
             self.compiled_dir.mkdir(parents=True, exist_ok=True)
             _write_whole(cwasm, component.serialize())
         ms = (time.perf_counter() - t0) * 1000
-        exports = component.type.exports(self.engine)
-        handler = next((n for n in exports if HANDLER.match(n)), None)
-        if handler is None:
-            raise InvalidComponent(f"{name}: does not export wasi:http/incoming-handler@0.2.x")
-        inst_index = component.get_export_index(handler)
-        handle_index = component.get_export_index("handle", inst_index) if inst_index is not None else None
-        handle_type = exports[handler].ty.exports(self.engine).get("handle")
-        if handle_index is None or handle_type is None or not isinstance(handle_type.ty, FuncType):
-            raise InvalidComponent(f"{name}: {handler} has no `handle` function")
+        handler, handle, probe = _entry_points(name, component, self.engine)
         try:
             plan = self._import_plan(component, cwasm)
-            linker = self._linker_for(plan)
+            linker = self._linker_for(plan, self.engine)
         except WasmtimeError as exc:
             raise InvalidComponent(f"{name}: cannot link its imports: {exc}") from exc
+        slotted = self._load_into_slots(name, cwasm, plan)
         adapted = any(iname == _body_adapter.INTERFACE for iname, _ in plan)
-        probe = None
-        probe_index = component.get_export_index(_memory_probe.EXPORT_NAME)
-        if probe_index is not None:
-            probe = _crossing.export_plan(probe_index, exports[_memory_probe.EXPORT_NAME].ty)
-        else:
+        if probe is None:
             log.info("%s: its REPORT lines will have no Max Memory Used (no memory probe)", name)
         if from_cache:
             log.info("loaded %s sha256=%s from cache in %.0f ms", name, sha[:12], ms)
@@ -384,12 +416,27 @@ class Runtime:
             component,
             linker,
             handler,
-            _crossing.export_plan(handle_index, handle_type.ty),
+            handle,
             from_cache,
             ms,
             io_max=_body_adapter.IO_MAX if adapted else MAX_IO,
             memory_probe=probe,
+            slotted=slotted,
         )
+
+    def _load_into_slots(self, name: str, cwasm: Path, plan: ImportPlan) -> SlotCopy | None:
+        """The component again, in the instance slots' engine (None: there are no slots, or one
+        of its instances does not fit a slot, which wasmtime says as it deserializes)."""
+        engine = self.slots.engine
+        if engine is None:
+            return None
+        try:
+            component = Component.deserialize_file(engine, str(cwasm))
+        except WasmtimeError as exc:
+            log.info("%s: fresh instances made without instance slots: %s", name, str(exc).splitlines()[0])
+            return None
+        _, handle, probe = _entry_points(name, component, engine)
+        return SlotCopy(component, self._linker_for(plan, engine), handle, probe)
 
     # warm instances ---------------------------------------------------------------------------
 
@@ -440,7 +487,7 @@ class Runtime:
             return False
         warm: Warm | None = None
         try:
-            warm = self._instantiate(comp, pool.memory_mb, CHECK_TICKS)
+            warm = self._instantiate(comp, pool.memory_mb, CHECK_TICKS, single_use=pool.fresh)
             warm.single_use = pool.fresh
         except Exception:
             log.exception("making an instance of %s ahead of need failed", comp.name)
@@ -738,30 +785,42 @@ class Runtime:
             log.warning("could not keep the import plan of %s: %s", cwasm.name, exc)
         return plan
 
-    def _linker_for(self, plan: ImportPlan) -> Linker:
+    def _linker_for(self, plan: ImportPlan, engine: Engine) -> Linker:
         """One linker for every loaded component with this import plan (a guest's new version,
-        functions built with the same tools): equal plans make equal linkers."""
+        functions built with the same tools) in `engine`: equal plans make equal linkers."""
+        key = (plan, engine is self.engine)
         with self._linkers_lock:
-            linker = self._linkers.get(plan)
+            linker = self._linkers.get(key)
         if linker is None:
-            built = build_linker(self.engine, plan)
+            built = build_linker(engine, plan)
             with self._linkers_lock:
-                linker = self._linkers.setdefault(plan, built)
+                linker = self._linkers.setdefault(key, built)
         return linker
 
-    def _instantiate(self, comp: LoadedComponent, memory_mb: int, ticks: int) -> Warm:
-        store = Store(self.engine)
-        store.set_limits(memory_size=memory_mb << 20)
-        ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _on_epoch_deadline, None, _NO_FINALIZER)
-        _crossing.bind_table(store, ResourceTable())
-        store.set_epoch_deadline(ticks)
-        instance = comp.linker.instantiate(store, comp.component)
-        func = instance.get_func(store, comp.handle.index)
-        if func is None:
-            raise InvalidComponent(f"{comp.name}: handle is not a function")
-        handle = _crossing.export(store, func, comp.handle)
-        plan = comp.memory_probe
-        probe = None if plan is None else instance.get_func(store, plan.index)
+    def _instantiate(self, comp: LoadedComponent, memory_mb: int, ticks: int, *, single_use: bool) -> Warm:
+        """A new instance; one that will serve a single request takes an instance slot if one is
+        free (see _slots.py)."""
+        src: LoadedComponent | SlotCopy = comp
+        store = self.slots.store() if single_use and comp.slotted is not None else None
+        if store is None:
+            store = Store(self.engine)
+        else:
+            src = comp.slotted  # type: ignore[assignment]
+        try:
+            store.set_limits(memory_size=memory_mb << 20)
+            ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _on_epoch_deadline, None, _NO_FINALIZER)
+            _crossing.bind_table(store, ResourceTable())
+            store.set_epoch_deadline(ticks)
+            instance = src.linker.instantiate(store, src.component)
+            func = instance.get_func(store, src.handle.index)
+            if func is None:
+                raise InvalidComponent(f"{comp.name}: handle is not a function")
+            handle = _crossing.export(store, func, src.handle)
+            plan = src.memory_probe
+            probe = None if plan is None else instance.get_func(store, plan.index)
+        except BaseException:
+            store.close()  # now, not when the error's traceback lets go of it (it may hold a slot)
+            raise
         return Warm(store, handle, None if probe is None else _crossing.export(store, probe, plan))
 
     def _ticks(self, inv: Invocation) -> int:
@@ -819,10 +878,12 @@ class Runtime:
         try:
             if warm is None:
                 t = time.perf_counter()
-                warm = self._instantiate(comp, inv.limits.memory_mb, self._ticks(inv))
+                single = inv.limits.instance_reuse < 1 or not comp.reuse_ok
+                warm = self._instantiate(comp, inv.limits.memory_mb, self._ticks(inv), single_use=single)
                 stats.init_ms = (time.perf_counter() - t) * 1000
             else:
                 warm.handle.set_epoch_deadline(self._ticks(inv))
+            stats.instance_slot = isinstance(warm.store, SlotStore)
             warm.handle(IncomingRequest(inv), ResponseOutparam(outcome.on_set))
             warm.served += 1
             stats.max_memory_bytes = _memory_used(comp, warm)
@@ -891,7 +952,8 @@ class Runtime:
             inv.cancel()
         longest = max((inv.limits.timeout_s for inv in running), default=0.0)
         for _ in range(math.ceil(longest / TICK_S) + 2):
-            self.engine.increment_epoch()
+            for engine in self._engines:
+                engine.increment_epoch()
         for job in self.gate.close():
             job.refuse(FunctionFailed("the runtime is shutting down"))
         await asyncio.to_thread(self._ticker.join, 1.0)

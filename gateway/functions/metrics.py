@@ -4,8 +4,9 @@ By function and executed version: invocations, errors, throttles, histograms of 
 memory used, and concurrent executions. By function only (an event has no version until it runs):
 the async queue's depth, its oldest event's age and the dead-letter queue's size, read from the
 queue's database at scrape time, so they are right whichever worker process enqueued the events.
-Of the process's wasm runtime: its guest threads and run gate, and how many invocations ran on the
-event loop's thread or moved from it, read from `Runtime.stats()` at scrape time.
+Of the process's wasm runtime: its guest threads and run gate, how many invocations ran on the
+event loop's thread or moved from it, and its instance slots, read from `Runtime.stats()` at scrape
+time.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ RUNTIME_FIGURES = {
         "Runs on the event loop's thread dropped and run again on a guest thread.",
         True,
     ),
+    "instance_slots_in_use": (
+        "edgefn_wasm_instance_slots_in_use",
+        "Instance slots holding an instance now (fresh instances whose memory stays mapped).",
+        False,
+    ),
+    "made_in_slots": ("edgefn_wasm_made_in_slots", "Fresh instances made in an instance slot.", True),
 }
 
 

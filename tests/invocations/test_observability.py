@@ -309,3 +309,25 @@ def test_reused_instances_log_each_request_once_on_the_loop_or_moved(
     # fetch's second request moved, and the next went to a thread as its pool then does
     assert figure("edgefn_wasm_moved_to_thread_total") == 1
     assert figure("edgefn_wasm_ran_inline_total") == 2
+
+
+@pytest.mark.parametrize("slots", [0, 1])
+def test_instance_slots_are_the_configs_and_their_figures_are_scraped(
+    node_factory, controlled_origin: ControlledOrigin, slots: int
+) -> None:
+    """`[node] instance_slots` reaches the runtime: with one slot, fresh instances are made in
+    it and never more than it hold one; with none, no instance is."""
+    node = node_factory(f"instance_slots = {slots}\n" + CONFIG.format(origin=controlled_origin.url))
+    for _ in range(3):
+        r = httpx.get(f"{node.url}/hello/slots", timeout=30)
+        assert r.status_code == 200, r.text
+    text = metrics(node)
+
+    def figure(name: str) -> float:
+        return float(next(ln.split()[1] for ln in text.splitlines() if ln.startswith(name + " ")))
+
+    made, in_use = figure("edgefn_wasm_made_in_slots_total"), figure("edgefn_wasm_instance_slots_in_use")
+    if slots:
+        assert made >= 1 and 0 <= in_use <= 1
+    else:
+        assert made == 0 and in_use == 0

@@ -118,6 +118,7 @@ CASES = [
     ("[node]\ntrusted_proxies = 'x'", "node.trusted_proxies", "expected an array of strings"),
     ("[node]\ncontrol_plane = 'postgres://x'", "node.control_plane", "neither 'sqlite' nor a redis:// URL"),
     ("[node]\nurl_domain = '*.fn'", "node.url_domain", "without '*'"),
+    ("[node]\ninstance_slots = -1", "node.instance_slots", "must be from 0 to 256"),
     ("routes = 3", "routes", "expected an array of tables"),
     # regions
     ("[regions.mars]\nlocation = [95, 0]", "regions.mars.location[0]", "latitude 95 is out of range"),

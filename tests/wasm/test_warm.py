@@ -115,10 +115,10 @@ def test_provisioned_ready_makes_the_queued_instances_beside_the_maker(
         async with runtime(data_dir) as rt:
             instantiate = rt._instantiate
 
-            def slow_instantiate(*args: object) -> Warm:
+            def slow_instantiate(*args: object, **kwargs: bool) -> Warm:
                 makers.append(threading.current_thread().name)
                 time.sleep(0.02)  # long enough that each thread finds a queued one to take
-                return instantiate(*args)  # type: ignore[arg-type]
+                return instantiate(*args, **kwargs)  # type: ignore[arg-type]
 
             monkeypatch.setattr(rt, "_instantiate", slow_instantiate)
             comp = await rt.load(components["hello"])

@@ -1,0 +1,159 @@
+"""Instance slots (wasm_runtime/_slots.py): fresh instances made where memory stays mapped, a
+slot used again keeps nothing of the instance before, and their number is a ceiling, not a limit
+on how many fresh instances run at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from wasm_runtime import Limits, Runtime, _slots
+
+from .conftest import arun
+from .helpers import drain, pattern, request
+
+SETTLE_S = 60.0  # the maker runs at the lowest priority: on a busy machine it may take a while
+
+
+@contextlib.asynccontextmanager
+async def slotted(data_dir: Path, slots: int) -> AsyncIterator[Runtime]:
+    rt = Runtime(data_dir, max_threads=16, instance_slots=slots)
+    try:
+        yield rt
+    finally:
+        await rt.aclose()
+
+
+async def _until(check: object, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    until = loop.time() + SETTLE_S
+    while not check():  # type: ignore[operator]
+        assert loop.time() < until, f"not within {SETTLE_S} s: {what}"
+        await asyncio.sleep(0.01)
+
+
+def test_a_slot_used_again_keeps_nothing_of_the_instance_before(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    """`once` answers only its instance's first request (a guest global counts them), so each
+    answer with x-served 1 shows the slot's memory was reset between instances. Before each request
+    the instance made ahead is dropped (which gives its slot back) once the maker is idle, so the
+    request makes its own, in the one slot, which an instance before it used."""
+    limits = Limits()  # instance_reuse = 0
+
+    async def main() -> tuple[list[tuple[int, bytes, bool, bool]], int, int]:
+        async with slotted(data_dir, 1) as rt:
+            comp = await rt.load(components["once"])
+            assert comp.slotted is not None
+            pool = rt.warm_pool(comp, limits)
+            seen = []
+            for _ in range(5):
+                await _until(lambda: pool.refilling == 0, "the maker made the instance it was asked for")
+                pool.clear()
+                gc.collect()
+                await _until(lambda: rt.slots.in_use == 0, "a dropped instance gave its slot back")
+                resp = await rt.invoke(comp, request("/"), limits=limits, pool=pool)
+                await drain(resp)
+                served = dict(resp.headers).get("x-served", b"")
+                seen.append((resp.status, served, resp.stats.instance_slot, resp.stats.init_ms > 0))
+            return seen, rt.slots.made, rt.stats()["made_in_slots"]
+
+    seen, made, reported = arun(main())
+    assert seen == [(200, b"1", True, True)] * 5
+    assert made >= 5 and reported == made
+
+
+def test_more_fresh_instances_than_slots_run_at_once_beside_them(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    """Six streams held open at once with two slots: two instances in slots, four made as
+    before, every body whole."""
+    limits = Limits(timeout_s=30)
+
+    async def main() -> tuple[list[tuple[int, bytes]], int, int, int]:
+        async with slotted(data_dir, 2) as rt:
+            comp = await rt.load(components["stream"])
+            pool = rt.warm_pool(comp, limits)
+            responses = await asyncio.gather(
+                *(rt.invoke(comp, request("/?n=3&ms=400"), limits=limits, pool=pool) for _ in range(6))
+            )
+            running, in_use = rt.stats()["running"], rt.slots.in_use
+            bodies = [(r.status, await drain(r)) for r in responses]
+            await _until(lambda: pool.refilling == 0, "the maker is idle")
+            pool.clear()
+            gc.collect()
+            await _until(lambda: rt.slots.in_use == 0, "every slot given back")
+            return bodies, running, in_use, rt.slots.made
+
+    bodies, running, in_use, made = arun(main())
+    assert bodies == [(200, pattern(48))] * 6
+    assert running == 6 and in_use == 2  # all six live, two of them in the slots
+    assert made >= 2
+
+
+def test_a_component_that_does_not_fit_a_slot_is_served_without(
+    components: dict[str, Path],
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """wasmtime refuses it as it is loaded into the slots' engine (hello has 18 core instances);
+    the reason is logged and its fresh instances are made as before."""
+    monkeypatch.setattr(_slots, "CORE_INSTANCES_PER_SLOT", 4)
+
+    async def main() -> tuple[bool, list[int], int]:
+        async with slotted(data_dir, 2) as rt:
+            comp = await rt.load(components["hello"])
+            statuses = []
+            for _ in range(3):
+                resp = await rt.invoke(comp, request("/"), limits=Limits())
+                await drain(resp)
+                statuses.append(resp.status)
+            return comp.slotted is None, statuses, rt.slots.made
+
+    with caplog.at_level(logging.INFO, logger="edgefn.wasm"):
+        unslotted, statuses, made = arun(main())
+    assert unslotted and statuses == [200, 200, 200] and made == 0
+    assert any(
+        "hello: fresh instances made without instance slots" in r.message
+        and "18 core module instances" in r.message
+        for r in caplog.records
+    )
+
+
+def test_no_slots_no_second_engine(components: dict[str, Path], data_dir: Path) -> None:
+    async def main() -> tuple[object, object, int, int]:
+        async with slotted(data_dir, 0) as rt:
+            comp = await rt.load(components["hello"])
+            resp = await rt.invoke(comp, request("/"), limits=Limits())
+            await drain(resp)
+            return rt.slots.engine, comp.slotted, resp.status, rt.slots.made
+
+    assert arun(main()) == (None, None, 200, 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        Runtime(Path("unused"), instance_slots=-1)
+
+
+def test_instances_that_serve_again_are_not_made_in_slots(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    """A reused instance pays for its memory's setting up once; the slots are for fresh ones."""
+    limits = Limits(instance_reuse=100)
+
+    async def main() -> tuple[list[int], int]:
+        async with slotted(data_dir, 2) as rt:
+            comp = await rt.load(components["hello"])
+            statuses = []
+            for _ in range(3):
+                resp = await rt.invoke(comp, request("/"), limits=limits)
+                await drain(resp)
+                statuses.append(resp.status)
+            return statuses, rt.slots.made
+
+    assert arun(main()) == ([200, 200, 200], 0)
