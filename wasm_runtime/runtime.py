@@ -402,7 +402,9 @@ class Runtime:
             linker = self._linker_for(plan, self.engine)
         except WasmtimeError as exc:
             raise InvalidComponent(f"{name}: cannot link its imports: {exc}") from exc
+        t1 = time.perf_counter()
         slotted = self._load_into_slots(name, cwasm, plan)
+        ms += (time.perf_counter() - t1) * 1000  # a second deserialize: part of its load
         adapted = any(iname == _body_adapter.INTERFACE for iname, _ in plan)
         if probe is None:
             log.info("%s: its REPORT lines will have no Max Memory Used (no memory probe)", name)
