@@ -33,7 +33,8 @@ KEEP_RESIDENT = 16 << 20  # of each memory, past its image (see above)
 TABLE_KEEP_RESIDENT = 1 << 20  # more than a table of 20,000 elements (wasmtime's limit a slot) needs
 # What one slot holds: a component instance, and the core instances, memories and tables of
 # one. Every memory place once used keeps up to KEEP_RESIDENT, so these make the ceiling
-# (count * MEMORIES_PER_SLOT * KEEP_RESIDENT), not only the count. The components edgefn builds
+# (count * MEMORIES_PER_SLOT * KEEP_RESIDENT, beside the small tables and instance state), not
+# only the count. The components edgefn builds
 # have 2 memories (the guest's, and the body adapter's, which holds a chunk), 18 core instances
 # (componentize-py) or 8 (componentize-js) and 2 tables; a component that needs more is refused as
 # it is loaded into the slots' engine, and its instances are made as before.
