@@ -316,7 +316,7 @@ def test_instance_slots_are_the_configs_and_their_figures_are_scraped(
     node_factory, controlled_origin: ControlledOrigin, slots: int
 ) -> None:
     """`[node] instance_slots` reaches the runtime: with one slot, fresh instances are made in
-    it and never more than it hold one; with none, no instance is."""
+    it and at most one holds it at a time; with none, no instance is."""
     node = node_factory(f"instance_slots = {slots}\n" + CONFIG.format(origin=controlled_origin.url))
     for _ in range(3):
         r = httpx.get(f"{node.url}/hello/slots", timeout=30)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from wasm_runtime import GuestRequest, GuestResponse, Limits, OutboundPolicy, OutboundTransport, Runtime
 from wasm_runtime._context import Invocation
+from wasm_runtime._slots import DEFAULT_SLOTS
 from wasm_runtime._streams import MAX_IO
 from wasm_runtime.outbound import HttpxTransport
 
@@ -40,12 +41,28 @@ async def drain(resp: GuestResponse) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def runtime(data_dir: Path, transport: OutboundTransport | None = None) -> AsyncIterator[Runtime]:
-    rt = Runtime(data_dir, transport=transport, max_threads=16)
+async def runtime(
+    data_dir: Path, transport: OutboundTransport | None = None, instance_slots: int = DEFAULT_SLOTS
+) -> AsyncIterator[Runtime]:
+    rt = Runtime(data_dir, transport=transport, max_threads=16, instance_slots=instance_slots)
     try:
         yield rt
     finally:
         await rt.aclose()
+
+
+# The maker of instances ahead of need runs at the lowest priority: on a busy machine it may take
+# a while, so tests wait for what it makes rather than assume it.
+MAKER_WAIT_S = 60.0
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = MAKER_WAIT_S) -> None:
+    """Waits until `check()` holds; fails the test, saying `what` did not happen, after `timeout`."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not check():
+        assert loop.time() < end, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.01)
 
 
 def invocation(limits: Limits | None = None, log_fn: Callable[[str, str], None] | None = None) -> Invocation:

@@ -14,19 +14,13 @@ from wasm_runtime import Limits, Runtime
 from wasm_runtime._pool import Warm, WarmPool
 
 from .conftest import arun
-from .helpers import chunks, drain, request, runtime
-
-MADE_WAIT_S = 60.0  # the maker runs at the lowest priority: on a busy machine it may take a while
+from .helpers import chunks, drain, request, runtime, until
 
 
 async def _made(pool: WarmPool, idle: int = 1) -> None:
     """Waits until the pool holds `idle` instances made ahead (none is made while a guest runs
     only if the machine has no core to spare, so this waits rather than assumes)."""
-    loop = asyncio.get_running_loop()
-    until = loop.time() + MADE_WAIT_S
-    while pool.idle < idle:
-        assert loop.time() < until, f"no instance made ahead within {MADE_WAIT_S} s"
-        await asyncio.sleep(0.01)
+    await until(lambda: pool.idle >= idle, f"{idle} instance(s) made ahead")
 
 
 def test_each_fresh_request_gets_an_instance_made_ahead_that_no_other_request_used(

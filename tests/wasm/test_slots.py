@@ -5,10 +5,8 @@ on how many fresh instances run at once."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,26 +14,7 @@ import pytest
 from wasm_runtime import Limits, Runtime, _slots
 
 from .conftest import arun
-from .helpers import drain, pattern, request
-
-SETTLE_S = 60.0  # the maker runs at the lowest priority: on a busy machine it may take a while
-
-
-@contextlib.asynccontextmanager
-async def slotted(data_dir: Path, slots: int) -> AsyncIterator[Runtime]:
-    rt = Runtime(data_dir, max_threads=16, instance_slots=slots)
-    try:
-        yield rt
-    finally:
-        await rt.aclose()
-
-
-async def _until(check: object, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    until = loop.time() + SETTLE_S
-    while not check():  # type: ignore[operator]
-        assert loop.time() < until, f"not within {SETTLE_S} s: {what}"
-        await asyncio.sleep(0.01)
+from .helpers import drain, pattern, request, runtime, until
 
 
 def test_a_slot_used_again_keeps_nothing_of_the_instance_before(
@@ -48,16 +27,16 @@ def test_a_slot_used_again_keeps_nothing_of_the_instance_before(
     limits = Limits()  # instance_reuse = 0
 
     async def main() -> tuple[list[tuple[int, bytes, bool, bool]], int, int]:
-        async with slotted(data_dir, 1) as rt:
+        async with runtime(data_dir, instance_slots=1) as rt:
             comp = await rt.load(components["once"])
             assert comp.slotted is not None
             pool = rt.warm_pool(comp, limits)
             seen = []
             for _ in range(5):
-                await _until(lambda: pool.refilling == 0, "the maker made the instance it was asked for")
+                await until(lambda: pool.refilling == 0, "the maker made the instance it was asked for")
                 pool.clear()
                 gc.collect()
-                await _until(lambda: rt.slots.in_use == 0, "a dropped instance gave its slot back")
+                await until(lambda: rt.slots.in_use == 0, "a dropped instance gave its slot back")
                 resp = await rt.invoke(comp, request("/"), limits=limits, pool=pool)
                 await drain(resp)
                 served = dict(resp.headers).get("x-served", b"")
@@ -77,7 +56,7 @@ def test_more_fresh_instances_than_slots_run_at_once_beside_them(
     limits = Limits(timeout_s=30)
 
     async def main() -> tuple[list[tuple[int, bytes]], int, int, int]:
-        async with slotted(data_dir, 2) as rt:
+        async with runtime(data_dir, instance_slots=2) as rt:
             comp = await rt.load(components["stream"])
             pool = rt.warm_pool(comp, limits)
             responses = await asyncio.gather(
@@ -85,10 +64,10 @@ def test_more_fresh_instances_than_slots_run_at_once_beside_them(
             )
             running, in_use = rt.stats()["running"], rt.slots.in_use
             bodies = [(r.status, await drain(r)) for r in responses]
-            await _until(lambda: pool.refilling == 0, "the maker is idle")
+            await until(lambda: pool.refilling == 0, "the maker is idle")
             pool.clear()
             gc.collect()
-            await _until(lambda: rt.slots.in_use == 0, "every slot given back")
+            await until(lambda: rt.slots.in_use == 0, "every slot given back")
             return bodies, running, in_use, rt.slots.made
 
     bodies, running, in_use, made = arun(main())
@@ -108,7 +87,7 @@ def test_a_component_that_does_not_fit_a_slot_is_served_without(
     monkeypatch.setattr(_slots, "CORE_INSTANCES_PER_SLOT", 4)
 
     async def main() -> tuple[bool, list[int], int]:
-        async with slotted(data_dir, 2) as rt:
+        async with runtime(data_dir, instance_slots=2) as rt:
             comp = await rt.load(components["hello"])
             statuses = []
             for _ in range(3):
@@ -129,7 +108,7 @@ def test_a_component_that_does_not_fit_a_slot_is_served_without(
 
 def test_no_slots_no_second_engine(components: dict[str, Path], data_dir: Path) -> None:
     async def main() -> tuple[object, object, int, int]:
-        async with slotted(data_dir, 0) as rt:
+        async with runtime(data_dir, instance_slots=0) as rt:
             comp = await rt.load(components["hello"])
             resp = await rt.invoke(comp, request("/"), limits=Limits())
             await drain(resp)
@@ -147,7 +126,7 @@ def test_instances_that_serve_again_are_not_made_in_slots(
     limits = Limits(instance_reuse=100)
 
     async def main() -> tuple[list[int], int]:
-        async with slotted(data_dir, 2) as rt:
+        async with runtime(data_dir, instance_slots=2) as rt:
             comp = await rt.load(components["hello"])
             statuses = []
             for _ in range(3):
