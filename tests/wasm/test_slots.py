@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wasm_runtime import Limits, Runtime, _slots
+from wasm_runtime import FunctionTrap, Limits, Runtime, _slots
 
 from .conftest import arun
 from .helpers import drain, pattern, request, runtime, until
@@ -136,3 +136,39 @@ def test_instances_that_serve_again_are_not_made_in_slots(
             return statuses, rt.slots.made
 
     assert arun(main()) == ([200, 200, 200], 0)
+
+
+def test_a_guest_past_its_memory_limit_in_a_slot_traps_and_the_slot_serves_again(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    """The store's memory limit holds in a slot (whose own ceiling is a 32-bit memory's whole
+    range), the trapped instance gives its slot back, and the next one in it starts from the
+    component's image, not from the 64 MiB the one before grew to. With the made-ahead instance
+    dropped first, the request makes its own, in the one free slot."""
+    limits = Limits(memory_mb=64, timeout_s=20)
+
+    async def main() -> tuple[BaseException | None, int, tuple[int, bool, int]]:
+        async with runtime(data_dir, instance_slots=1) as rt:
+            hog = await rt.load(components["hog"])
+            assert hog.slotted is not None
+            pool = rt.warm_pool(hog, limits)
+            error: BaseException | None = None
+            for path in ("/grow", "/ok"):
+                await until(lambda: pool.refilling == 0, "the maker made the instance it was asked for")
+                pool.clear()
+                gc.collect()
+                await until(lambda: rt.slots.in_use == 0, "every slot given back")
+                made = rt.slots.made
+                try:
+                    resp = await rt.invoke(hog, request(path), limits=limits, pool=pool)
+                    await drain(resp)
+                except FunctionTrap as exc:
+                    error = exc
+                    made_for_grow = rt.slots.made - made
+            return error, made_for_grow, (resp.status, resp.stats.instance_slot, resp.stats.max_memory_bytes)
+
+    error, made_for_grow, (status, in_slot, memory) = arun(main())
+    assert isinstance(error, FunctionTrap) and error.code == "function_crashed", error
+    assert made_for_grow >= 1
+    assert status == 200 and in_slot
+    assert 0 < memory < 32 << 20
