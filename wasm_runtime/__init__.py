@@ -4,6 +4,7 @@ The gateway uses `Runtime.load` at deploy or start-up and `Runtime.invoke` per r
 here imports the gateway.
 """
 
+from ._components import LoadedComponent, hash_file
 from .api import (
     GuestRequest,
     GuestResponse,
@@ -27,7 +28,7 @@ from .errors import (
     OutboundError,
 )
 from .outbound import HttpxTransport, OutboundPolicy
-from .runtime import LoadedComponent, Runtime, hash_file
+from .runtime import Runtime
 
 __all__ = [
     "ComponentChanged",

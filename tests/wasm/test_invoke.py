@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from wasm_runtime import FunctionFailed, InvalidComponent, Limits, _linker
-from wasm_runtime import runtime as runtime_module
+from wasm_runtime import FunctionFailed, InvalidComponent, Limits, _components, _linker
 
 from .conftest import arun
 from .helpers import chunks, drain, request, runtime
@@ -174,7 +173,7 @@ def test_a_restart_links_from_the_import_plan_kept_beside_the_artifact(
             raise AssertionError("the import types were read again")
 
         with monkeypatch.context() as m:
-            m.setattr(runtime_module, "import_plan", no_types)
+            m.setattr(_components, "import_plan", no_types)
             async with runtime(tmp_path) as rt:
                 restarted = await rt.load(hello)
                 resp = await rt.invoke(restarted, request("/planned"), limits=Limits())
@@ -215,7 +214,7 @@ def test_a_components_file_is_hashed_off_the_event_loop(
         threads.append(threading.current_thread().name)
         return file_digest(f, digest)
 
-    monkeypatch.setattr(runtime_module.hashlib, "file_digest", recorded)
+    monkeypatch.setattr(_components.hashlib, "file_digest", recorded)
 
     async def main() -> str:
         async with runtime(data_dir) as rt:
