@@ -39,7 +39,7 @@ class GatewayFleet:
         self.members = Members(self.fleet.plane, self.fleet.id, node.name)
         self._warmer: asyncio.Task[None] | None = None
         self._rewarm = False
-        self._warm: set[str] = set()  # code sha256s loaded by a warm-up
+        self._warmed: set[str] = set()  # code sha256s loaded by a warm-up
         notices = self.fleet.notices
         notices.subscribe("purge", self._purged)
         notices.subscribe("registry", self._registry_changed)
@@ -120,7 +120,10 @@ class GatewayFleet:
     async def _warm_up(self) -> None:
         while self._rewarm:
             self._rewarm = False
-            await self._warm()
+            try:
+                await self._warm()
+            except Exception:  # a bug here must not end warm-ups for good, nor go unseen
+                log.exception("warming deployed functions after a registry change failed")
 
     async def _warm(self) -> None:
         """Fetch and compile the deployed code another node just changed, before a request asks
@@ -140,7 +143,7 @@ class GatewayFleet:
             wanted = {info.code_sha256}
             for alias in info.aliases:
                 wanted.update(versions.get(v, "") for v in (alias.version, *(a for a, _ in alias.additional)))
-            for sha in sorted(wanted - self._warm - {""}):
+            for sha in sorted(wanted - self._warmed - {""}):
                 try:
                     await runtime.load(await asyncio.to_thread(registry.blob_path, sha), sha256=sha)
                 except Exception as exc:  # a request for it will report the same failure
@@ -148,4 +151,4 @@ class GatewayFleet:
                         "warming %s (%s) failed: %s: %s", info.name, sha[:12], type(exc).__name__, exc
                     )
                     continue
-                self._warm.add(sha)
+                self._warmed.add(sha)

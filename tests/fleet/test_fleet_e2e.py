@@ -7,6 +7,8 @@ the Event queue, reserved concurrency, cache purges, the registry and its change
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -235,3 +237,21 @@ def test_a_deploy_on_one_node_is_served_by_the_others_within_a_second(
     # and back (a roll-back is an alias move too)
     admin(a, "PUT", "/functions/greet/aliases/live", json={"version": 1})
     until(served_by_b("hello", "1"), 1.0, "b serves version 1 again", seen)
+
+
+def test_a_deploy_on_one_node_is_loaded_by_the_others_before_any_request(
+    fleet: Fleet, example_components: dict[str, Path]
+) -> None:
+    """A node that hears of a deploy on another fetches and loads the new code at once
+    (GatewayFleet._warm), so its first request for it waits for neither the fetch nor a compile."""
+    a, b = fleet("", n=2)
+    code = example_components["hello"].read_bytes()
+    loaded = re.compile(rf"(loaded|compiled) \S+ sha256={hashlib.sha256(code).hexdigest()[:12]}")
+    admin(a, "POST", "/functions/greet/code", content=code)
+    until(
+        lambda: loaded.search(b.log()),
+        60.0,
+        "b loaded the code deployed on a, with no request",
+        [b.log()[-2000:]],
+    )
+    assert "Task exception was never retrieved" not in b.log()
