@@ -32,6 +32,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway routes edge wasm_runtime tests bench examples
+	$(BIN)/mypy gateway routes edge wasm_runtime
 
 # The proxy benchmark needs nginx and wrk (Debian); the wasm one (bench/wasm.py) the example
 # components, `wasmtime serve` (dev extra) and workerd (npm, installed by the bench itself).

@@ -183,9 +183,9 @@ class KeySpec:
             for name in self.query_params:
                 got = [v for k, v in pairs if k == name]
                 parts.append(f"query:{name}={','.join(got)}")
-        for name in self.headers:
-            joined = b",".join(v.strip() for v in values(headers, name)).decode("latin-1")
-            parts.append(f"header:{name.decode('latin-1')}={joined}")
+        for header_name in self.headers:
+            joined = b",".join(v.strip() for v in values(headers, header_name)).decode("latin-1")
+            parts.append(f"header:{header_name.decode('latin-1')}={joined}")
         if self.cookies:
             jar = cookies(headers)
             parts.extend(f"cookie:{name}={jar.get(name, '')}" for name in self.cookies)

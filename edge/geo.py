@@ -151,12 +151,14 @@ def _viewer_from_record(record: Any) -> Viewer | None:
     name = names.get("en") if isinstance(names, dict) else None
     lat = location.get("latitude") if isinstance(location, dict) else None
     lon = location.get("longitude") if isinstance(location, dict) else None
-    has_location = isinstance(lat, int | float) and isinstance(lon, int | float)
+    latitude = longitude = None
+    if isinstance(lat, int | float) and isinstance(lon, int | float):
+        latitude, longitude = float(lat), float(lon)
     viewer = Viewer(
         country=code.upper() if isinstance(code, str) and code else None,
         city=name if isinstance(name, str) and name else None,
-        latitude=float(lat) if has_location else None,
-        longitude=float(lon) if has_location else None,
+        latitude=latitude,
+        longitude=longitude,
     )
     return None if viewer.is_empty() else viewer
 

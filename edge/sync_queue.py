@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import redis
 
@@ -219,7 +219,7 @@ def _text(value: bytes | None) -> str | None:
     return value.decode() if value else None
 
 
-class RedisEventStore:
+class RedisEventStore(Generic[E]):
     """An event store shared by every node of a fleet (see the module docstring).
 
     `make_event` builds the gateway's `Event` from its fields (edge cannot import gateway)."""
@@ -386,8 +386,9 @@ class RedisEventStore:
                 log.warning(json.dumps({"event": "taken-over", "count": len(taken), "by": self.owner}))
             entries += taken
             if len(entries) < limit:
-                read = self.redis.xreadgroup(
-                    GROUP, self.owner, {self.stream: ">"}, count=limit - len(entries)
+                read = cast(
+                    "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes] | None]]]] | None",
+                    self.redis.xreadgroup(GROUP, self.owner, {self.stream: ">"}, count=limit - len(entries)),
                 )
                 for _, messages in read or ():
                     entries += messages
@@ -479,7 +480,7 @@ class RedisEventStore:
     ) -> None:
         self._mine.pop(event_id, None)
         give_back = 0 if spend_attempt else 1
-        args = [
+        args: list[Any] = [
             self.p,
             event_id,
             due,
@@ -504,7 +505,7 @@ class RedisEventStore:
     # reading ---------------------------------------------------------------------------------
 
     def _load(self, event_id: str) -> E | None:
-        fields = self.redis.hgetall(self.ev(event_id))
+        fields = cast("dict[bytes, bytes]", self.redis.hgetall(self.ev(event_id)))
         return self._event(fields) if fields else None
 
     def _event(self, f: dict[bytes, bytes]) -> E:
@@ -556,7 +557,7 @@ class RedisEventStore:
         """Per function: (events waiting or running, oldest such event's created time, DLQ size)."""
 
         def run() -> dict[str, tuple[int, float, int]]:
-            names = sorted(n.decode() for n in self.redis.smembers(self.functions))
+            names = sorted(n.decode() for n in cast("set[bytes]", self.redis.smembers(self.functions)))
             pipe = self.redis.pipeline(transaction=False)
             for name in names:
                 for state in ("queued", "running"):

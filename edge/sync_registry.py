@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -162,7 +162,9 @@ class RedisRegistryStore:
                 )
 
     def keys(self, prefix: str) -> list[str]:
-        found = self._call(self.redis.zrangebylex, self._index, f"[{prefix}", f"[{prefix}\xff")
+        found = cast(
+            "list[bytes]", self._call(self.redis.zrangebylex, self._index, f"[{prefix}", f"[{prefix}\xff")
+        )
         return sorted(k.decode() for k in found)
 
     def revision(self) -> int:
@@ -185,7 +187,7 @@ class RedisRegistryStore:
         """Store the component under its hash (once: an existing blob is left alone, and not sent
         again) and keep a local copy, so this node need not fetch what it just uploaded."""
         target = self.blob_path_local(sha256)
-        if target.exists() and self._call(self.redis.exists, self._blob_key(sha256)):
+        if target.exists() and int(self._call(self.redis.exists, self._blob_key(sha256))):
             return
         data = Path(path).read_bytes()
         self._call(lambda: self.redis.set(self._blob_key(sha256), data, nx=True))
@@ -198,7 +200,7 @@ class RedisRegistryStore:
         target = self.blob_path_local(sha256)
         if target.exists():
             return target
-        data = self._call(self.redis.get, self._blob_key(sha256))
+        data = cast("bytes | None", self._call(self.redis.get, self._blob_key(sha256)))
         if data is None:
             raise FileNotFoundError(
                 f"component {sha256} is neither in {self.blob_dir} nor in the control plane"

@@ -173,7 +173,7 @@ def _plain_handlers(logger: logging.Logger) -> list[logging.StreamHandler[Any]] 
                 and type(fmt._style) is logging.PercentStyle
             ):
                 return None
-            found.append(handler)
+            found.append(handler)  # type: ignore[arg-type]  # a StreamHandler: its type() was checked above
         current = current.parent if current.propagate else None
     return found  # none at all: logging's last resort takes only WARNING and up, so nothing
 
@@ -201,4 +201,4 @@ def _write(handler: logging.StreamHandler[Any], line: str, logger: logging.Logge
 
 def _record(logger: logging.Logger, line: str) -> logging.LogRecord:
     """The record `logger.info(line)` would have made, for a handler's error report."""
-    return logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, None, None)
+    return logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, (), None)

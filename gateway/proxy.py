@@ -185,7 +185,8 @@ class OriginTarget:
             response = await self.transport.request(
                 dest.key, method, dest.prefix + raw_path, dest.authority, headers, body, self.timeouts
             )
-            status, raw, out_body = response.status, response.headers, _OriginBody(response.body)
+            out_body: AsyncIterator[bytes] = _OriginBody(response.body)
+            status, raw = response.status, response.headers
         else:
             upstream = self.client.build_request(
                 method,

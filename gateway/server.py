@@ -300,7 +300,7 @@ def _supervise(
                 running.append(procs[place])
 
 
-def worker_context() -> multiprocessing.context.BaseContext:
+def worker_context() -> multiprocessing.context.ForkContext | multiprocessing.context.SpawnContext:
     """Workers are forked from the node process, which first imports what a worker runs
     (gateway/worker_preload.py) and runs no thread of its own: a worker starts without the
     imports (0.4-0.9 s), so a killed one is replaced in the time it takes to load its functions
@@ -406,6 +406,7 @@ def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, interrupted)
+
     def give_up(place: int) -> None:
         """Close the place's socket (no worker holds it now): the kernel gives its connections to
         the other workers' sockets instead of a backlog nobody reads."""

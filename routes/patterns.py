@@ -17,7 +17,7 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 _UNRESERVED = "A-Za-z0-9\\-._~"
 _PCHAR = _UNRESERVED + "!$&'()*+,;=:@"
@@ -157,8 +157,10 @@ def _valid_hostname(host: str, text: str) -> str:
     return host
 
 
-LITERAL, PARAM, TAIL = 0, 1, 2
 SegmentKind = Literal[0, 1, 2]
+LITERAL: Final[SegmentKind] = 0
+PARAM: Final[SegmentKind] = 1
+TAIL: Final[SegmentKind] = 2
 
 
 @dataclass(frozen=True, slots=True)

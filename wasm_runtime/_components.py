@@ -22,7 +22,7 @@ from pathlib import Path
 
 import cachetools
 from wasmtime import Engine, WasmtimeError
-from wasmtime.component import Component, FuncType, Linker
+from wasmtime.component import Component, ComponentInstanceType, FuncType, Linker
 
 from . import _body_adapter, _crossing, _memory_probe
 from ._compile import compile_guest
@@ -76,13 +76,19 @@ def entry_points(
         raise InvalidComponent(f"{name}: does not export wasi:http/incoming-handler@0.2.x")
     inst_index = component.get_export_index(handler)
     handle_index = component.get_export_index("handle", inst_index) if inst_index is not None else None
-    handle_type = exports[handler].ty.exports(engine).get("handle")
+    handler_type = exports[handler].ty
+    handle_type = (
+        handler_type.exports(engine).get("handle")
+        if isinstance(handler_type, ComponentInstanceType)
+        else None
+    )
     if handle_index is None or handle_type is None or not isinstance(handle_type.ty, FuncType):
         raise InvalidComponent(f"{name}: {handler} has no `handle` function")
     probe_index = component.get_export_index(_memory_probe.EXPORT_NAME)
+    probe_type = exports[_memory_probe.EXPORT_NAME].ty if probe_index is not None else None
     probe = None
-    if probe_index is not None:
-        probe = _crossing.export_plan(probe_index, exports[_memory_probe.EXPORT_NAME].ty)
+    if probe_index is not None and isinstance(probe_type, FuncType):
+        probe = _crossing.export_plan(probe_index, probe_type)
     return handler, _crossing.export_plan(handle_index, handle_type.ty), probe
 
 
@@ -106,7 +112,7 @@ def _read_checked(path: Path, sha: str, name: str) -> bytes:
     return data
 
 
-def _write_whole(path: Path, data: bytes) -> None:
+def _write_whole(path: Path, data: bytes | bytearray) -> None:
     """A file of the compile cache, written whole or not at all: another process or thread may be
     loading it. The temporary beside it is named by process and thread; one a crash leaves is the
     blob sweep's (registry_sweep.py, by its age)."""

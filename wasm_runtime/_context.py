@@ -171,7 +171,7 @@ class Invocation:
         self.host_error: BaseException | None = None
         self.response_set = False
         self.body_read_started = False
-        self.cleanups: list[Callable[[], None]] = []
+        self.cleanups: list[Callable[[], object]] = []
         self._wakeups = 0
         # output streams holding written-but-unflushed bytes; pushed out before any wait, so a
         # guest that writes and then sleeps (without flush, as StarlingMonkey does) still streams

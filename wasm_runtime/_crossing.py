@@ -115,12 +115,12 @@ def layout_problem() -> str | None:
         "offsetof(val.of)": ffi.wasmtime_component_val_t.of.offset,
         "sizeof(record_entry)": ctypes.sizeof(ffi.wasmtime_component_valrecord_entry_t),
         "offsetof(record_entry.val)": ffi.wasmtime_component_valrecord_entry_t.val.offset,
-        "offsetof(variant.val)": ffi.wasmtime_component_valvariant_t.val.offset,
-        "offsetof(result.val)": ffi.wasmtime_component_valresult_t.val.offset,
+        "offsetof(variant.val)": ffi.wasmtime_component_valvariant_t.val.offset,  # type: ignore[attr-defined]
+        "offsetof(result.val)": ffi.wasmtime_component_valresult_t.val.offset,  # type: ignore[attr-defined]
         "sizeof(name)": ctypes.sizeof(ffi.wasm_name_t),
         "sizeof(list)": ctypes.sizeof(ffi.wasmtime_component_vallist_t),
         "sizeof(flags)": ctypes.sizeof(ffi.wasmtime_component_valflags_t),
-        "offsetof(list.data)": ffi.wasmtime_component_vallist_t.data.offset,
+        "offsetof(list.data)": ffi.wasmtime_component_vallist_t.data.offset,  # type: ignore[attr-defined]
     }
     found = _hostcall.layout()
     for what, value in expected.items():

@@ -299,12 +299,12 @@ def _patch_types() -> None:
     for cls in _CLASSES_MEMOIZED:
         cls.add_classes = _add_classes  # type: ignore[method-assign]
     tagged = _types.VariantLikeType._tagged
-    _types.VariantLikeType._tagged = _memo("tagged", tagged)  # type: ignore[method-assign]
+    _types.VariantLikeType._tagged = _memo("tagged", tagged)  # type: ignore[method-assign, assignment]
     _types.VariantLikeType._lower = _variant_lower  # type: ignore[method-assign]
     _types.VariantLikeType._lift = _variant_lift  # type: ignore[method-assign]
     _orig["list_to_c"] = _types.ListType.convert_to_c
     _orig["list_from_c"] = _types.ListType.convert_from_c
-    _types.ListType._is_bytes = _memo_is_bytes  # type: ignore[method-assign]
+    _types.ListType._is_bytes = _memo_is_bytes  # type: ignore[method-assign, assignment]
     _types.ListType.convert_to_c = _list_to_c  # type: ignore[method-assign]
     _types.ListType.convert_from_c = _list_from_c  # type: ignore[method-assign]
 
@@ -372,11 +372,11 @@ def _layout_problem() -> str | None:
         "sizeof(wasmtime_component_val_t)": (ctypes.sizeof(_VAL), _STRIDE),
         "offset of val.kind": (_VAL.kind.offset, _KIND_OFFSET),
         "offset of val.of": (_VAL.of.offset, _PAYLOAD_OFFSET),
-        "offset of of.u8": (ffi.wasmtime_component_valunion_t.u8.offset, 0),
+        "offset of of.u8": (ffi.wasmtime_component_valunion_t.u8.offset, 0),  # type: ignore[attr-defined]
         "sizeof(val.kind)": (ctypes.sizeof(ffi.wasmtime_component_valkind_t), 1),
         "WASMTIME_COMPONENT_U8": (ffi.WASMTIME_COMPONENT_U8.value, _KIND_U8),
         "WASMTIME_COMPONENT_LIST": (ffi.WASMTIME_COMPONENT_LIST.value, _KIND_LIST),
-        "offset of vallist.data": (_VALLIST.data.offset, 8),
+        "offset of vallist.data": (_VALLIST.data.offset, 8),  # type: ignore[attr-defined]
     }
     for what, (found, expected) in checks.items():
         if found != expected:

@@ -133,7 +133,7 @@ class RunGate:
         with self._lock:
             if self._take_free_place(inv):
                 return
-            ticket = threading.Lock()
+            ticket = _thread.allocate_lock()
             ticket.acquire()
             self._queue.append(ticket)
         while not ticket.acquire(timeout=POLL_S):

@@ -50,7 +50,7 @@ def method_variant(method: str) -> Variant:
 
 
 def method_str(v: Variant) -> str:
-    return v.payload if v.tag == "other" else v.tag.upper()
+    return str(v.payload) if v.tag == "other" else v.tag.upper()
 
 
 def scheme_variant(scheme: str | None) -> Variant | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import httpx
 
@@ -128,8 +129,10 @@ class HttpxTransport:
             connect=5.0 if timeouts.connect_s is None else timeouts.connect_s,
         )
         try:
+            # httpx takes str names with bytes values as they are; its hints list only one type a pair
+            headers = cast(Any, request.headers)
             req = self._client.build_request(
-                request.method, url, headers=request.headers, content=request.body, timeout=timeout
+                request.method, url, headers=headers, content=request.body, timeout=timeout
             )
             response = await self._client.send(req, stream=True)
         except httpx.HTTPError as exc:

@@ -83,7 +83,7 @@ WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 _CALLBACK_T, _FINALIZER_T = (ffi.dll.wasmtime_store_epoch_deadline_callback.argtypes[i] for i in (1, 3))
 
 
-@_CALLBACK_T
+@_CALLBACK_T  # type: ignore[call-arg]  # typeshed takes a ctypes function type for data
 def _on_epoch_deadline(_ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
     """Runs on the guest's thread each time its epoch deadline passes: trap if the invocation
     is over (timeout, client gone, shutdown), else look again in CHECK_TICKS. This is what lets
@@ -190,7 +190,7 @@ class Runtime:
         )
         self._active: set[Invocation] = set()
         self.warm_budget_mb = warm_budget_mb
-        self._pools: dict[tuple[str, int], WarmPool] = {}  # for callers that bring no pool
+        self._pools: dict[tuple[str, int, bool], WarmPool] = {}  # for callers that bring no pool
         self._maker = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="wasm-warm", initializer=_lowest_priority
         )
@@ -618,7 +618,9 @@ class Runtime:
         except BaseException:
             store.close()  # now, not when the error's traceback lets go of it (it may hold a slot)
             raise
-        return Warm(store, handle, None if probe is None else _crossing.export(store, probe, plan))
+        if plan is None or probe is None:
+            return Warm(store, handle, None)
+        return Warm(store, handle, _crossing.export(store, probe, plan))
 
     def _ticks(self, inv: Invocation) -> int:
         if inv.inline:

@@ -122,12 +122,12 @@ async def _follow(inv: Invocations, name: str, tail: int, request_id: str | None
         yield b": following\n\n"
         while True:
             try:
-                line = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                new = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
-            if line is None:
+            if new is None:
                 yield b"event: overflow\ndata: {}\n\n"
                 return
-            if request_id is None or line.request_id == request_id:
-                yield b"data: " + json.dumps(line.as_dict()).encode() + b"\n\n"
+            if request_id is None or new.request_id == request_id:
+                yield b"data: " + json.dumps(new.as_dict()).encode() + b"\n\n"

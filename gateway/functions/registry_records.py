@@ -409,7 +409,8 @@ class UrlInfo:
 
 
 def _cors_from_doc(doc: Mapping[str, Any]) -> Cors:
-    return Cors(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
+    return Cors(**fields)
 
 
 def _cors_doc(cors: Cors) -> Doc:

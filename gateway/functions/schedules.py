@@ -107,7 +107,7 @@ class Schedule:
         if self.period_s is not None:
             return t + self.period_s
         assert self.cron is not None
-        from croniter import croniter  # only cron(...) schedules need it: kept off the start path
+        from croniter import croniter  # type: ignore[import-untyped]  # only cron(...) schedules need it: kept off the start path
 
         start = datetime.fromtimestamp(t, UTC)
         for _ in range(LAST_YEAR - FIRST_YEAR + 1):

@@ -115,7 +115,7 @@ class Functions:
         self.telemetry = telemetry
         self.origins = frozenset(config.origins)
         self.node = f"edgefn-{config.node.name}"
-        self.via = f"1.1 {self.node}".encode()
+        self.via: bytes = f"1.1 {self.node}".encode()
         self.revision = -1
         self._generation = 0
         self._next_check = 0.0
@@ -295,7 +295,9 @@ class Functions:
         if config_target is not None:
             return config_target
         generation = self._generation
-        info = self._infos.get(name) or await self._read(self.registry.get, name)
+        info = self._infos.get(name)
+        if info is None:
+            info = await self._read(self.registry.get, name)
         try:
             sha, config = info.snapshot(label)
         except RegistryError as exc:

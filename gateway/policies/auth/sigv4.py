@@ -235,7 +235,7 @@ class SigV4Auth:
         if authorization:
             credential, signed_headers, signature = _parse_authorization(authorization)
             when, date_header = _request_time(headers)
-            required = ("host", date_header)
+            required: tuple[str, ...] = ("host", date_header)
             query = request.query_string
             valid_until = when + self.max_skew
         elif "X-Amz-Signature=" in request.query_string:
