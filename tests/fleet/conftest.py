@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from tests.gateway.conftest import shared_data_dir
-from tests.invocations.conftest import TOKEN, ControlledOrigin, Node, controlled_origin
+from tests.invocations.conftest import TOKEN, ControlledOrigin, Node, assert_no_lost_tasks, controlled_origin
 from tests.servers import free_port
 
 __all__ = ["TOKEN", "ControlledOrigin", "Node", "controlled_origin"]
@@ -180,3 +180,4 @@ def fleet(tmp_path: Path, redis_url: str, example_components: dict[str, Path]) -
     yield start
     for node in nodes:
         node.stop()
+    assert_no_lost_tasks(nodes)

@@ -138,6 +138,14 @@ class Node:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def lost_tasks(self) -> list[str]:
+        """asyncio's reports of background tasks that died of an exception nobody awaited (a
+        warm-up, a sweep): failures no client sees, which tests would otherwise pass over."""
+        if not self.log_path.exists():
+            return []
+        lines = self.log().splitlines()
+        return [" | ".join(lines[i : i + 2]) for i, line in enumerate(lines) if LOST_TASK in line]
+
     def admin_get(self, path: str) -> Any:
         r = httpx.get(self.admin + path, headers={"authorization": f"Bearer {TOKEN}"}, timeout=10)
         assert r.status_code == 200, r.text
@@ -151,6 +159,15 @@ class Node:
             text=True,
             timeout=timeout,
         )
+
+
+LOST_TASK = "Task exception was never retrieved"
+
+
+def assert_no_lost_tasks(nodes: list[Node]) -> None:
+    """After the nodes stopped: none of them lost a background task to an exception."""
+    lost = {node.log_path.name: node.lost_tasks() for node in nodes}
+    assert not any(lost.values()), f"a node's background task died: {lost}"
 
 
 @pytest.fixture
@@ -180,3 +197,4 @@ def node_factory(tmp_path: Path, example_components: dict[str, Path]) -> Iterato
     yield make
     for node in nodes:
         node.stop()
+    assert_no_lost_tasks(nodes)
