@@ -23,6 +23,8 @@ can never commit after its deletion (docs/functions.md, "Unreferenced blobs").
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -30,7 +32,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -196,10 +198,33 @@ class RedisRegistryStore:
             self._write_local(target, data)
 
     def blob_path(self, sha256: str) -> Path:
-        """The component as a local file, fetched from Redis (and checked) on first use."""
+        """The component as a local file, fetched from Redis (and checked) on first use: once for
+        the node, though its workers' warm-ups and first requests ask for it at the same moment."""
         target = self.blob_path_local(sha256)
         if target.exists():
             return target
+        with self._fetching(sha256):
+            if target.exists():  # fetched by whoever held the lock before
+                return target
+            return self._fetch(sha256, target)
+
+    @contextlib.contextmanager
+    def _fetching(self, sha256: str) -> Iterator[None]:
+        """One fetch of a blob at a time on this node (its workers share `blob_dir`): each fetch
+        moves the whole component (tens of MB) and writes it with an fsync, and on a deploy every
+        worker's warm-up and first request came for it at once, four copies on a two-worker node.
+        Best effort: the lock file is removed after use, so one opened meanwhile may let a second
+        fetch through, which only repeats the atomic write."""
+        lock_path = self.blob_dir / f".{sha256}.lock"
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                lock_path.unlink(missing_ok=True)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _fetch(self, sha256: str, target: Path) -> Path:
         data = cast("bytes | None", self._call(self.redis.get, self._blob_key(sha256)))
         if data is None:
             raise FileNotFoundError(

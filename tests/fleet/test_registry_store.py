@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,41 @@ def test_blobs_are_fetched_once_by_another_node_and_checked(
         b.blob_path(hashlib.sha256(b"missing").hexdigest())
     with pytest.raises(ValueError, match="not a sha256"):
         b.blob_path("../../etc/passwd")
+
+
+def test_a_blob_asked_for_at_once_by_a_nodes_workers_is_fetched_once(redis_url: str, tmp_path: Path) -> None:
+    """A deploy has every worker's warm-up and first request ask for the new blob together; the
+    node fetches (and fsyncs) it once. Two stores on one data_dir stand for two workers."""
+    data = bytes(range(256)) * 40_000  # 10 MB: long enough to fetch that the others arrive meanwhile
+    sha = hashlib.sha256(data).hexdigest()
+    source = tmp_path / "up.wasm"
+    source.write_bytes(data)
+    store(redis_url, tmp_path / "a").put_blob(sha, source)
+    workers = [store(redis_url, tmp_path / "b"), store(redis_url, tmp_path / "b")]
+    gets: list[str] = []
+    for w in workers:
+        real_get = w.redis.get
+
+        def counted(key: str, real_get: Callable[[str], object] = real_get) -> object:
+            gets.append(key)
+            return real_get(key)
+
+        w.redis.get = counted  # type: ignore[method-assign]
+    start = threading.Barrier(6)
+    paths: list[Path] = []
+
+    def ask(w: RedisRegistryStore) -> None:
+        start.wait()
+        paths.append(w.blob_path(sha))
+
+    threads = [threading.Thread(target=ask, args=(workers[i % 2],)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(paths) == 6 and len(set(paths)) == 1 and paths[0].read_bytes() == data
+    assert gets == [f"edgefn:blob:{sha}"]
+    assert [p.name for p in (tmp_path / "b" / "components").iterdir()] == [f"{sha}.wasm"]  # no lock left
 
 
 def test_concurrent_changes_lose_no_update(redis_url: str, tmp_path: Path) -> None:
