@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import re
-from typing import Any
+from typing import Any, cast
 
 from wasmtime.component import Variant
 
@@ -50,7 +50,7 @@ def method_variant(method: str) -> Variant:
 
 
 def method_str(v: Variant) -> str:
-    return str(v.payload) if v.tag == "other" else v.tag.upper()
+    return cast(str, v.payload) if v.tag == "other" else v.tag.upper()  # `other` carries a string
 
 
 def scheme_variant(scheme: str | None) -> Variant | None:
