@@ -5,7 +5,9 @@
     ├── Unauthorized / Forbidden       401 / 403 (from auth policies)
     ├── NoRoute                        404 no_route
     ├── MethodNotAllowed               405 method_not_allowed (carries `allow`)
+    ├── RequestTimeout                 408 request_timeout (answered by the listener)
     ├── PayloadTooLarge                413 payload_too_large
+    ├── HeaderFieldsTooLarge           431 request_header_fields_too_large (answered by the listener)
     ├── Throttled                      429 throttled (carries `retry_after`)
     ├── UpstreamError                  502 (origin unreachable, function failed)
     ├── ControlPlaneUnavailable        503 control_plane_unavailable (a fleet's Redis is unreachable)
@@ -61,8 +63,16 @@ class MethodNotAllowed(GatewayError):
         super().__init__(message, headers=[("allow", ", ".join(allow))])
 
 
+class RequestTimeout(GatewayError):
+    status, code = 408, "request_timeout"
+
+
 class PayloadTooLarge(GatewayError):
     status, code = 413, "payload_too_large"
+
+
+class HeaderFieldsTooLarge(GatewayError):
+    status, code = 431, "request_header_fields_too_large"
 
 
 class Throttled(GatewayError):

@@ -141,11 +141,12 @@ def configure_logging(level: str = "INFO") -> None:
 
 async def serve_sockets(config: Config, public: socket.socket, admin: socket.socket | None) -> None:
     gateway = Gateway(config)
+    node = config.node
     servers = [
         _Server(
             uvicorn.Config(
                 gateway,
-                http=JoinedHeadProtocol,
+                http=JoinedHeadProtocol.bounded(node.max_request_head_bytes, node.request_head_timeout_s),
                 ws="none",  # HTTP/1.1 only (connection.Http11Protocol)
                 lifespan="on",
                 log_config=None,
@@ -163,7 +164,7 @@ async def serve_sockets(config: Config, public: socket.socket, admin: socket.soc
             _Server(
                 uvicorn.Config(
                     admin_app(gateway),
-                    http=Http11Protocol,
+                    http=Http11Protocol.bounded(node.max_request_head_bytes, node.request_head_timeout_s),
                     ws="none",
                     lifespan="off",
                     log_config=None,

@@ -37,6 +37,8 @@ class Node:
     control_plane: str = "sqlite"
     wasm_threads: int = 512  # guest invocations running at once (a streaming one holds its thread)
     instance_slots: int = 4  # fresh instances made with their memory kept mapped (wasm_runtime/_slots.py)
+    max_request_head_bytes: int = 65536  # a request's line and headers past this: 431 (gateway/connection.py)
+    request_head_timeout_s: float = 60.0  # a head not complete by then: 408 (gateway/connection.py)
 
 
 @dataclass(frozen=True, slots=True)

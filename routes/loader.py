@@ -747,6 +747,8 @@ class _Loader:
             control_plane=control_plane,
             wasm_threads=t.integer("wasm_threads", 512, minimum=1, maximum=65536),
             instance_slots=t.integer("instance_slots", 4, minimum=0, maximum=256),
+            max_request_head_bytes=t.integer("max_request_head_bytes", 65536, minimum=1024, maximum=1 << 20),
+            request_head_timeout_s=t.number("request_head_timeout_s", 60.0, minimum=0.1, maximum=3600),
         )
         t.finish()
         return node
