@@ -17,6 +17,8 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from wasmtime import WasmtimeError
+
 from .api import GuestRequest
 
 if TYPE_CHECKING:
@@ -297,6 +299,13 @@ class _Current(threading.local):
 
 
 current = _Current()
+
+
+def guest_trap(message: str) -> WasmtimeError:
+    """The trap for a guest that asked its host for what the sandbox does not give (an interface
+    it lacks, more than a limit allows): the guest ends as function_crashed with `message`, as
+    wasmtime's own hosts end such a guest, and the function's log says why (`_linker._on_error`)."""
+    return WasmtimeError(message)
 
 
 def inv() -> Invocation:

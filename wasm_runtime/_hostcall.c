@@ -202,6 +202,14 @@ static PyObject *table_items(Table *t) {
     return t->items;
 }
 
+/* Host objects a store may hold for its guest at once. Unbounded, a guest keeping handles in a loop
+ * had the host keep ~25 MB more a second until its own memory ran out (300,000 handles for a 128 MB
+ * guest: the objects live in the host's heap, outside the guest's memory limit); wasmtime's
+ * GHSA-852m-cvvp-9p4w, where `wasmtime serve` traps at its `max-component-handles`, 100,000. */
+#define MAX_LIVE_RESOURCES 100000
+
+static void wasmtime_error(PyObject *message);
+
 /* The handle `obj` gets: -1 (with an exception) when the table is full or out of memory. */
 static int64_t table_add(Table *t, PyObject *obj) {
     if (t->next == UINT32_MAX) {
@@ -209,6 +217,12 @@ static int64_t table_add(Table *t, PyObject *obj) {
         return -1;
     }
     PyObject *items = table_items(t);
+    if (items != NULL && PyDict_GET_SIZE(items) >= MAX_LIVE_RESOURCES) {
+        wasmtime_error(PyUnicode_FromFormat(
+            "the guest holds %d host resources at once, the most the sandbox keeps for one instance",
+            MAX_LIVE_RESOURCES));
+        return -1;
+    }
     PyObject *key = items ? PyLong_FromUnsignedLong(t->next) : NULL;
     if (key == NULL || PyDict_SetItem(items, key, obj) < 0) {
         Py_XDECREF(key);
@@ -218,18 +232,28 @@ static int64_t table_add(Table *t, PyObject *obj) {
     return t->next++;
 }
 
-static void unknown_handle(uint32_t rep) {
+/* Raises wasmtime.WasmtimeError(message), which becomes the guest's trap; steals `message`. */
+static void wasmtime_error(PyObject *message) {
+    if (message == NULL)
+        return;
     PyObject *mod = PyImport_ImportModule("wasmtime");
     PyObject *cls = mod ? PyObject_GetAttrString(mod, "WasmtimeError") : NULL;
     Py_XDECREF(mod);
-    if (cls == NULL)
+    if (cls == NULL) {
+        Py_DECREF(message);
         return;
-    PyObject *exc = PyObject_CallFunction(cls, "N", PyUnicode_FromFormat("unknown resource handle %u", rep));
+    }
+    PyObject *exc = PyObject_CallOneArg(cls, message);
+    Py_DECREF(message);
     if (exc != NULL) {
         PyErr_SetObject(cls, exc);
         Py_DECREF(exc);
     }
     Py_DECREF(cls);
+}
+
+static void unknown_handle(uint32_t rep) {
+    wasmtime_error(PyUnicode_FromFormat("unknown resource handle %u", rep));
 }
 
 /* The object `rep` stands for (a new reference), taken out of the table when `take`; NULL with
@@ -1672,6 +1696,10 @@ PyMODINIT_FUNC PyInit__hostcall(void) {
         "own", P_OWN, "borrow", P_BORROW, "bytes", P_BYTES, "latin1", P_LATIN1);
     if (kinds == NULL || PyModule_AddObject(m, "KINDS", kinds) < 0) {
         Py_XDECREF(kinds);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "MAX_LIVE_RESOURCES", MAX_LIVE_RESOURCES) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -16,7 +16,7 @@ from typing import Any, cast
 from wasmtime.component import Variant
 
 from ._canon import Err, HostResource, Ok
-from ._context import Invocation, inv
+from ._context import Invocation, guest_trap, inv
 from ._streams import ChunkSink, ChunkSource, InputStream, IoError, OutputStream, Pollable, always_ready
 from .api import OutboundRequest, OutboundResponse, OutboundTimeouts
 from .errors import FunctionFailed, OutboundDenied, OutboundError
@@ -40,6 +40,12 @@ METHODS = ("get", "head", "post", "put", "delete", "connect", "options", "trace"
 INVALID_SYNTAX = Variant("invalid-syntax")
 FORBIDDEN_ERR = Variant("forbidden")
 IMMUTABLE = Variant("immutable")
+# What a guest may put in one `fields`: names and values, and ENTRY_BYTES more an entry (as HTTP/2
+# counts a header table). Unbounded, a guest appending to one `fields` in a loop had the host keep
+# ~25 MB more a second until its timeout (wasmtime's GHSA-852m-cvvp-9p4w; `wasmtime serve` traps
+# at its own `max-http-fields-size`). 64 KiB is what the gateway takes in a request's whole head.
+FIELDS_MAX_BYTES = 64 * 1024
+ENTRY_BYTES = 32
 
 
 def method_variant(method: str) -> Variant:
@@ -70,12 +76,28 @@ def scheme_str(v: Variant | None) -> str | None:
     return v.payload if v.tag == "other" else v.tag.lower()
 
 
+def _size(entries: list[tuple[str, bytes]]) -> int:
+    return sum(len(name) + len(value) for name, value in entries) + ENTRY_BYTES * len(entries)
+
+
+def _fits(size: int) -> None:
+    if size > FIELDS_MAX_BYTES:
+        raise guest_trap(
+            f"wasi:http/types.fields: {size} bytes of names and values ({ENTRY_BYTES} more an entry) "
+            f"are more than the sandbox keeps for one fields ({FIELDS_MAX_BYTES})"
+        )
+
+
 class Fields(HostResource):
+    """Headers or trailers. A guest's own (mutable) ones are bounded by FIELDS_MAX_BYTES; those the
+    host makes from a message it received are bounded by how that message was taken in."""
+
     resource_id = RID.FIELDS
 
     def __init__(self, entries: list[tuple[str, bytes]] | None = None, *, immutable: bool = False) -> None:
         self.entries_ = entries if entries is not None else []
         self.immutable = immutable
+        self.size = _size(self.entries_) if entries and not immutable else 0  # what a guest may grow
 
     @staticmethod
     def _check(name: str, value: bytes | None = None) -> Variant | None:
@@ -95,7 +117,9 @@ class Fields(HostResource):
             if bad is not None:
                 return Err(bad)
             out.append((name.lower(), value))
-        return Ok(cls(out))
+        fields = cls(out)
+        _fits(fields.size)
+        return Ok(fields)
 
     def get(self, name: str) -> list[bytes]:
         n = name.lower()
@@ -113,7 +137,10 @@ class Fields(HostResource):
             if bad is not None:
                 return Err(bad)
         n = name.lower()
-        self.entries_ = [(k, v) for k, v in self.entries_ if k != n] + [(n, v) for v in values]
+        entries = [(k, v) for k, v in self.entries_ if k != n] + [(n, v) for v in values]
+        size = _size(entries)
+        _fits(size)
+        self.entries_, self.size = entries, size
         return Ok(None)
 
     def delete(self, name: str) -> Ok | Err:
@@ -124,6 +151,7 @@ class Fields(HostResource):
             return Err(bad)
         n = name.lower()
         self.entries_ = [(k, v) for k, v in self.entries_ if k != n]
+        self.size = _size(self.entries_)
         return Ok(None)
 
     def append(self, name: str, value: bytes) -> Ok | Err:
@@ -132,7 +160,10 @@ class Fields(HostResource):
         bad = self._check(name, value)
         if bad is not None:
             return Err(bad)
+        size = self.size + len(name) + len(value) + ENTRY_BYTES
+        _fits(size)
         self.entries_.append((name.lower(), value))
+        self.size = size
         return Ok(None)
 
     def entries(self) -> list[tuple[str, bytes]]:

@@ -36,7 +36,7 @@ from wasmtime.component import (
 
 from . import _crossing, _hostcall
 from ._canon import HostResource
-from ._context import HostAbort, current, inv
+from ._context import HostAbort, current, guest_trap
 from ._wasi import IMPLS, LATIN1_STRINGS, method_name
 from .ids import BY_NAME, RID
 
@@ -63,13 +63,16 @@ def _dtor(obj: HostResource) -> None:
 
 def _on_error(where: str) -> Callable[[BaseException], str]:
     """The trap message for an exception out of a host function, after noting it on the
-    invocation: an abort (timeout, cancellation, exit) ends the guest as such, anything else is a
-    host bug, logged, that the runtime reports as a failed invocation."""
+    invocation: a WasmtimeError (the guest asked for what it may not have) goes to the function's
+    log, an abort (timeout, cancellation, exit) ends the guest as such, anything else is a host
+    bug, logged, that the runtime reports as a failed invocation."""
 
     def on_error(exc: BaseException) -> str:
-        if isinstance(exc, WasmtimeError):
-            return str(exc)
         i = current.inv
+        if isinstance(exc, WasmtimeError):  # the guest asked for what it may not have (guest_trap)
+            if i is not None:
+                i.emit_log("runtime", str(exc))
+            return str(exc)
         if isinstance(exc, HostAbort):
             if i is not None and i.abort is None:
                 i.abort = exc
@@ -84,9 +87,7 @@ def _on_error(where: str) -> Callable[[BaseException], str]:
 
 def _unavailable(where: str) -> Callable[..., Any]:
     def trap(*_args: Any) -> Any:
-        i = inv()
-        i.emit_log("runtime", f"{where} is not available in the edgefn sandbox")
-        raise WasmtimeError(f"{where} is not available in the edgefn sandbox")
+        raise guest_trap(f"{where} is not available in the edgefn sandbox")
 
     return trap
 

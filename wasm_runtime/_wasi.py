@@ -13,7 +13,7 @@ from typing import Any
 
 from . import _body_adapter
 from ._canon import Err, HostResource, Ok
-from ._context import GuestExit, inv
+from ._context import GuestExit, guest_trap, inv
 from ._http import (
     Fields,
     IncomingBody,
@@ -29,6 +29,10 @@ from ._streams import InputStream, LineSink, OutputStream, empty_source, poll, t
 from .ids import RID
 
 STDIO_ROOM = 1 << 20
+# A guest's bytes of randomness at once. Each byte of a list<u8> result crosses wasmtime 49's C API
+# as a 32-byte value: 64 MiB (`wasmtime serve`'s limit) took a worker past 5 GB and rising; 1 MiB
+# costs ~33 MB for the moment it crosses. Web Crypto's getRandomValues gives 64 KiB a call.
+RANDOM_MAX_BYTES = 1 << 20
 _WRITTEN = Ok(None)  # read by the crossing, never changed: one for every write
 
 
@@ -116,6 +120,15 @@ def _wall_now() -> dict[str, int]:
     return {"seconds": ns // 1_000_000_000, "nanoseconds": ns % 1_000_000_000}
 
 
+def _bounded_random(source: Callable[[int], bytes], where: str) -> Callable[[int], bytes]:
+    def get(n: int) -> bytes:
+        if n > RANDOM_MAX_BYTES:
+            raise guest_trap(f"{where}: {n} bytes asked for at once; at most {RANDOM_MAX_BYTES} are given")
+        return source(n)
+
+    return get
+
+
 _insecure = _random.Random()
 _seed = (_random.getrandbits(64), _random.getrandbits(64))
 
@@ -135,11 +148,13 @@ IMPLS: dict[str, dict[str, Impl]] = {
         "resolution": lambda: {"seconds": 0, "nanoseconds": 1000},
     },
     "wasi:random/random": {
-        "get-random-bytes": os.urandom,
+        "get-random-bytes": _bounded_random(os.urandom, "wasi:random/random.get-random-bytes"),
         "get-random-u64": lambda: int.from_bytes(os.urandom(8), "little"),
     },
     "wasi:random/insecure": {
-        "get-insecure-random-bytes": lambda n: _insecure.randbytes(n),
+        "get-insecure-random-bytes": _bounded_random(
+            _insecure.randbytes, "wasi:random/insecure.get-insecure-random-bytes"
+        ),
         "get-insecure-random-u64": lambda: _insecure.getrandbits(64),
     },
     "wasi:random/insecure-seed": {"insecure-seed": lambda: _seed},

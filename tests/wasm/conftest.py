@@ -12,7 +12,7 @@ from wasm_runtime.build import cache_dir, ensure_built
 ROOT = Path(__file__).resolve().parents[2]
 GUESTS = Path(__file__).resolve().parent / "guests"
 EXAMPLES = ("hello", "stream", "fetch")
-TEST_GUESTS = ("spin", "hog", "poller", "once")
+TEST_GUESTS = ("spin", "hog", "hosthog", "poller", "once")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,43 @@
+"""Test guest: asks the host to hold or make ever more on its behalf, with little of its own
+memory: `/fields/N` appends N-byte values to one `fields` without end, `/handles` keeps new
+`fields` handles without end, `/random/N` asks for N random bytes at once, `/ok` answers."""
+
+from componentize_py_types import Ok
+from wit_world import exports
+from wit_world.imports import random, types
+
+
+def answer(response_out: types.ResponseOutparam, status: int, text: bytes) -> None:
+    response = types.OutgoingResponse(types.Fields.from_list([("content-type", b"text/plain")]))
+    response.set_status_code(status)
+    body = response.body()
+    types.ResponseOutparam.set(response_out, Ok(response))
+    stream = body.write()
+    stream.blocking_write_and_flush(text)
+    stream.__exit__(None, None, None)
+    types.OutgoingBody.finish(body, None)
+
+
+class IncomingHandler(exports.IncomingHandler):
+    def handle(self, request: types.IncomingRequest, response_out: types.ResponseOutparam) -> None:
+        path = request.path_with_query() or "/"
+        if path.startswith("/fields/"):
+            value = b"v" * int(path.removeprefix("/fields/"))
+            fields = types.Fields()
+            n = 0
+            while True:
+                fields.append("x-grow", value)
+                n += 1
+                if n % 100_000 == 0:
+                    print(f"appended {n}")
+        elif path == "/handles":
+            kept = []
+            while True:
+                kept.append(types.Fields())
+                if len(kept) % 100_000 == 0:
+                    print(f"kept {len(kept)}")
+        elif path.startswith("/random/"):
+            data = random.get_random_bytes(int(path.removeprefix("/random/")))
+            answer(response_out, 200, str(len(data)).encode())
+        else:
+            answer(response_out, 200, b"ok")

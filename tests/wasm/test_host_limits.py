@@ -1,0 +1,96 @@
+"""What a guest can make its host keep or make is bounded, as wasmtime bounds it since
+GHSA-852m-cvvp-9p4w: a `fields` (FIELDS_MAX_BYTES), the host resources one instance holds at once
+(MAX_LIVE_RESOURCES) and random bytes asked for at once (RANDOM_MAX_BYTES). Past a bound the guest
+traps as function_crashed, saying which, and the runtime goes on serving. Without the bounds the
+host kept ~25 MB more a second for a guest growing a `fields` or holding handles (outside the
+guest's own memory limit), and 64 MiB of random bytes took a worker past 5 GB."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from wasm_runtime._hostcall import MAX_LIVE_RESOURCES
+from wasmtime import WasmtimeError
+
+from wasm_runtime import FunctionTrap, Limits
+from wasm_runtime._http import ENTRY_BYTES, FIELDS_MAX_BYTES, Fields
+from wasm_runtime._wasi import RANDOM_MAX_BYTES
+
+from .conftest import arun
+from .helpers import drain, request, runtime
+
+LIMITS = Limits(memory_mb=128, timeout_s=30)
+
+
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        ("/fields/1000", f"more than the sandbox keeps for one fields ({FIELDS_MAX_BYTES})"),
+        ("/handles", f"holds {MAX_LIVE_RESOURCES} host resources at once"),
+        (f"/random/{4 * RANDOM_MAX_BYTES}", f"{4 * RANDOM_MAX_BYTES} bytes asked for at once"),
+    ],
+    ids=["fields", "handles", "random"],
+)
+def test_a_guest_past_a_host_bound_traps_saying_which_and_the_runtime_goes_on(
+    components: dict[str, Path], data_dir: Path, path: str, said: str
+) -> None:
+    async def main() -> tuple[BaseException | None, float, list[str], int, bytes]:
+        async with runtime(data_dir) as rt:
+            hog = await rt.load(components["hosthog"])
+            lines: list[str] = []
+            error: BaseException | None = None
+            start = time.monotonic()
+            try:
+                await drain(
+                    await rt.invoke(hog, request(path), limits=LIMITS, log=lambda s, line: lines.append(line))
+                )
+            except FunctionTrap as exc:
+                error = exc
+            elapsed = time.monotonic() - start
+            ok = await rt.invoke(hog, request("/ok"), limits=LIMITS)
+            return error, elapsed, lines, ok.status, await drain(ok)
+
+    error, elapsed, lines, ok_status, ok_body = arun(main())
+    assert isinstance(error, FunctionTrap) and error.code == "function_crashed", error
+    assert said in str(error), error
+    assert any(said in line for line in lines), lines  # the function's own log says why
+    assert elapsed < 20, "the bound was not what stopped it"
+    assert (ok_status, ok_body) == (200, b"ok")
+
+
+def test_random_bytes_within_the_bound_are_given(components: dict[str, Path], data_dir: Path) -> None:
+    async def main() -> tuple[int, bytes]:
+        async with runtime(data_dir) as rt:
+            hog = await rt.load(components["hosthog"])
+            resp = await rt.invoke(hog, request(f"/random/{RANDOM_MAX_BYTES}"), limits=LIMITS)
+            return resp.status, await drain(resp)
+
+    assert arun(main()) == (200, str(RANDOM_MAX_BYTES).encode())
+
+
+def test_a_fields_counts_what_it_holds_now() -> None:
+    """Replacing or deleting gives room back; a copy starts from its original's size; headers the
+    host made from a received message are not counted against the guest."""
+    value = b"v" * 1000
+    per_entry = len("x-a") + len(value) + ENTRY_BYTES
+    fields = Fields.from_list([("x-a", value)]).value
+    room = FIELDS_MAX_BYTES // per_entry
+    for _ in range(room - 1):
+        fields.append("x-a", value)
+    with pytest.raises(WasmtimeError, match="more than the sandbox keeps"):
+        fields.append("x-a", value)
+    assert fields.size == room * per_entry <= FIELDS_MAX_BYTES
+    fields.set("x-a", [value])
+    assert fields.size == per_entry
+    fields.append("x-b", value)
+    fields.delete("x-a")
+    assert fields.size == len("x-b") + len(value) + ENTRY_BYTES
+    assert fields.clone().size == fields.size
+    with pytest.raises(WasmtimeError):
+        Fields.from_list([("x-a", value)] * (room + 1))
+    with pytest.raises(WasmtimeError):
+        fields.set("x-a", [value] * (room + 1))
+    received = Fields([("cookie", b"c" * (2 * FIELDS_MAX_BYTES))], immutable=True)
+    assert received.get("cookie") == [b"c" * (2 * FIELDS_MAX_BYTES)]
