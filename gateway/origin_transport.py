@@ -39,6 +39,10 @@ RawHeaders = list[tuple[bytes, bytes]]
 Key = tuple[str, str, int]  # scheme, host, port
 
 NO_BODY_STATUS = frozenset({204, 304})
+# An origin's status line and headers (1xx heads included) past this fail the request as a protocol
+# error (502), as Envoy's max_response_headers_kb (60) and nginx's "upstream sent too big header":
+# httptools keeps a head of any size, and a function may fetch from any public host.
+MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
@@ -129,6 +133,7 @@ class _Connection(asyncio.Protocol):
         self._seen = 0  # body bytes parsed so far
         self._remaining = -1  # body bytes still to come, read without the parser; -1: parser's job
         self._close_delimited = False
+        self._head_bytes = 0  # bytes of chunks after which the head was still not complete
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -163,8 +168,14 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if self.complete:
                 self.must_close = True  # garbage after a complete response
+            elif isinstance(exc.__context__, httpx.RemoteProtocolError):
+                self._fail(exc.__context__)  # raised by a callback here
             else:
                 self._fail(httpx.RemoteProtocolError(f"malformed response from origin: {exc}"))
+        if not self.head_done and self.error is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_RESPONSE_HEAD_BYTES:
+                self._fail(_head_too_large())
         if self._length is not None and self.head_done and not self.complete and self.error is None:
             self._remaining = self._length - self._seen
             self.parser = None  # the rest of this body bypasses the parser
@@ -210,6 +221,9 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         assert parser is not None
+        size = len(self.reason) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > MAX_RESPONSE_HEAD_BYTES:
+            raise _head_too_large()  # data_received fails the request with it
         status = parser.get_status_code()
         if 100 <= status < 200:
             self.headers = []  # 1xx (100 Continue, 103 Early Hints) precede the real response
@@ -371,6 +385,10 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+def _head_too_large() -> httpx.RemoteProtocolError:
+    return httpx.RemoteProtocolError(f"origin's response head is over {MAX_RESPONSE_HEAD_BYTES} bytes")
 
 
 class _Host:

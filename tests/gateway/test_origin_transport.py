@@ -17,7 +17,13 @@ import pytest
 import uvloop
 
 from examples.origin import pattern
-from gateway.origin_transport import OriginResponse, OriginTransport, PoolLimits, Timeouts
+from gateway.origin_transport import (
+    MAX_RESPONSE_HEAD_BYTES,
+    OriginResponse,
+    OriginTransport,
+    PoolLimits,
+    Timeouts,
+)
 from gateway.proxy import shared_client
 
 FAST = Timeouts(connect=5, read=10, write=10, pool=10)
@@ -375,6 +381,44 @@ def test_connection_reset_mid_body_is_a_protocol_error_and_frees_the_slot(run: R
             await t.aclose()
 
     run(main())
+
+
+@pytest.mark.parametrize("shape", ["endless", "whole", "many-1xx"])
+def test_a_response_head_over_the_bound_is_a_protocol_error_and_kept_no_further(run: Run, shape: str) -> None:
+    """An origin (or any host a function fetches from) cannot make the gateway keep a head of any
+    size: an endless header fails the request after about MAX_RESPONSE_HEAD_BYTES, a whole head
+    over it as it completes, and so does an endless run of 1xx heads."""
+    sent = 0
+
+    async def big(_request: Request, writer: asyncio.StreamWriter) -> bool:
+        nonlocal sent
+        if shape == "whole":
+            writer.write(b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * MAX_RESPONSE_HEAD_BYTES + b"\r\n\r\n")
+            await writer.drain()
+            return False
+        writer.write(b"HTTP/1.1 200 OK\r\nx-endless: " if shape == "endless" else b"")
+        try:
+            while sent < 64 * MAX_RESPONSE_HEAD_BYTES:
+                piece = (
+                    b"a" * 4096 if shape == "endless" else b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n"
+                )
+                writer.write(piece)
+                sent += len(piece)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        return False
+
+    async def main() -> None:
+        async with RawServer(big) as server:
+            t = OriginTransport()
+            with pytest.raises(httpx.RemoteProtocolError, match="response head is over"):
+                await send(t, server)
+            await t.aclose()
+
+    run(main())
+    if shape != "whole":
+        assert sent < 64 * MAX_RESPONSE_HEAD_BYTES, "the origin was let send without end"
 
 
 def test_slow_headers_are_a_read_timeout_and_the_connection_is_dropped(run: Run) -> None:
