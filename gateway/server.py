@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import signal
 import socket
 import sys
@@ -360,7 +361,25 @@ def bind_each(listen: str, n: int) -> list[socket.socket]:
     return [first] + [bind(f"[{host}]:{port}", reuse_port=True) for _ in range(n - 1)]
 
 
+def raise_open_files_limit() -> None:
+    """Every connection, upstream connection and held stream is a descriptor, and a process's soft
+    limit is often 1,024 where its hard limit is far higher: a node would stop accepting at about a
+    thousand clients. So the soft limit is raised to the hard one, as Go does for every program
+    and nginx's `worker_rlimit_nofile` is set for; workers inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("open files: soft limit %d kept (raising it to %d failed: %s)", soft, target, exc)
+        return
+    log.info("open files: soft limit raised from %d to %d", soft, target)
+
+
 def serve(config: Config, workers: int = 1, level: str = "INFO") -> int:
+    raise_open_files_limit()
     publics = bind_each(config.node.listen, workers) if workers > 1 else [bind(config.node.listen)]
     admin = bind(config.node.admin_listen) if config.node.admin_listen else None
     log.info(

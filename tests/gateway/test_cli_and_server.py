@@ -228,7 +228,7 @@ def _node_config(tmp_path: Path, port: int, data_dir: Path, body: str) -> Path:
 
 @contextmanager
 def _node_with_workers(
-    tmp_path: Path, origin: str, workers: int = 2
+    tmp_path: Path, origin: str, workers: int = 2, preexec_fn: Callable[[], None] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """`edgefn serve --workers N` proxying `origin`, once it answers; the node and its port."""
     port = free_port()
@@ -251,6 +251,7 @@ origin = "web"
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=preexec_fn,
     )
     try:
         deadline = time.monotonic() + 30
@@ -266,6 +267,27 @@ origin = "web"
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_node_raises_its_open_files_limit_to_the_hard_one_for_its_workers(
+    tmp_path: Path, origin: str
+) -> None:
+    """Started with a soft limit of 1,024 descriptors (a common default), the node and both workers
+    run with the hard limit, so they accept more than about a thousand connections."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        pytest.skip(f"this machine's hard limit of open files is {hard}: nothing to raise")
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    with _node_with_workers(tmp_path, origin, preexec_fn=low_soft_limit) as (proc, _port):
+        for pid in [proc.pid, *_workers(proc.pid, 2)]:
+            limits = Path(f"/proc/{pid}/limits").read_text()
+            soft = next(line.split()[3] for line in limits.splitlines() if line.startswith("Max open files"))
+            assert int(soft) == (1 << 20 if hard == resource.RLIM_INFINITY else hard), (pid, limits)
 
 
 def test_workers_share_the_port_are_replaced_by_forks_and_stop_together(tmp_path: Path, origin: str) -> None:
@@ -325,7 +347,10 @@ def test_a_replacement_worker_serves_the_config_the_node_started_with(tmp_path: 
         time.sleep(2)  # a replacement that could not start exits within a few hundred ms
         assert replacement in _children(proc.pid)
         with httpx.Client() as client:  # connections the kernel spreads over both workers' sockets
-            codes = [client.get(f"http://127.0.0.1:{port}/echo", headers={"connection": "close"}) for _ in range(20)]
+            codes = [
+                client.get(f"http://127.0.0.1:{port}/echo", headers={"connection": "close"})
+                for _ in range(20)
+            ]
         assert [r.status_code for r in codes] == [200] * 20
 
         proc.send_signal(signal.SIGTERM)
@@ -372,7 +397,9 @@ function = "fn"
         _replacements(proc.pid, workers, 1)
         _wait_until(lambda: ready() == 3 or proc.poll() is not None, 120)
         with httpx.Client(timeout=30) as client:  # new connections, spread over both workers
-            answers = [client.get(f"http://127.0.0.1:{port}/fn", headers={"connection": "close"}) for _ in range(20)]
+            answers = [
+                client.get(f"http://127.0.0.1:{port}/fn", headers={"connection": "close"}) for _ in range(20)
+            ]
         assert all(a.status_code == 200 and a.json()["path"] == "/fn" for a in answers)  # hello's echo
     finally:
         proc.kill()
