@@ -134,6 +134,7 @@ class _Connection(asyncio.Protocol):
         self._remaining = -1  # body bytes still to come, read without the parser; -1: parser's job
         self._close_delimited = False
         self._head_bytes = 0  # bytes of chunks after which the head was still not complete
+        self._chunk_bytes = 0  # of the chunk being parsed
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -161,6 +162,7 @@ class _Connection(asyncio.Protocol):
                 self.transport.close()
             return
         self.got_bytes = True
+        self._chunk_bytes = len(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -221,9 +223,10 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         assert parser is not None
-        size = len(self.reason) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > MAX_RESPONSE_HEAD_BYTES:
-            raise _head_too_large()  # data_received fails the request with it
+        if self._head_bytes + self._chunk_bytes > MAX_RESPONSE_HEAD_BYTES:  # then it could be over
+            size = len(self.reason) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > MAX_RESPONSE_HEAD_BYTES:
+                raise _head_too_large()  # data_received fails the request with it
         status = parser.get_status_code()
         if 100 <= status < 200:
             self.headers = []  # 1xx (100 Continue, 103 Early Hints) precede the real response
