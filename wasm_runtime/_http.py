@@ -294,7 +294,9 @@ class OutgoingResponse(HostResource):
         return self._status
 
     def set_status_code(self, status: int) -> Ok | Err:
-        if not 100 <= status <= 599:
+        # A response's final status: a 1xx here went out as the answer (a 101 without an upgrade,
+        # which a proxy in front may take for a tunnel; a 103 that left the client waiting).
+        if not 200 <= status <= 599:
             return Err(None)
         self._status = status
         return Ok(None)

@@ -94,3 +94,21 @@ def test_a_fields_counts_what_it_holds_now() -> None:
         fields.set("x-a", [value] * (room + 1))
     received = Fields([("cookie", b"c" * (2 * FIELDS_MAX_BYTES))], immutable=True)
     assert received.get("cookie") == [b"c" * (2 * FIELDS_MAX_BYTES)]
+
+
+@pytest.mark.parametrize(("status", "answer"), [(101, 200), (103, 200), (199, 200), (204, 204), (599, 599)])
+def test_a_final_status_is_200_to_599(
+    components: dict[str, Path], data_dir: Path, status: int, answer: int
+) -> None:
+    """`set-status-code` refuses a 1xx: it went out as the final answer, a 101 without an upgrade
+    (which a proxy in front may take for a tunnel) or a 103 that left the client waiting."""
+
+    async def main() -> tuple[int, bytes]:
+        async with runtime(data_dir) as rt:
+            hog = await rt.load(components["hosthog"])
+            resp = await rt.invoke(hog, request(f"/status/{status}"), limits=LIMITS)
+            return resp.status, await drain(resp)
+
+    got, body = arun(main())
+    assert got == answer
+    assert body == (b"refused %d" % status if answer != status else b"a body")

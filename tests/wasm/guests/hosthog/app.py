@@ -1,15 +1,19 @@
 """Test guest: asks the host to hold or make ever more on its behalf, with little of its own
 memory: `/fields/N` appends N-byte values to one `fields` without end, `/handles` keeps new
-`fields` handles without end, `/random/N` asks for N random bytes at once, `/ok` answers."""
+`fields` handles without end, `/random/N` asks for N random bytes at once, `/status/N` answers
+N with a body (or 200 saying the status was refused), `/ok` answers."""
 
-from componentize_py_types import Ok
+from componentize_py_types import Err, Ok
 from wit_world import exports
 from wit_world.imports import random, types
 
 
 def answer(response_out: types.ResponseOutparam, status: int, text: bytes) -> None:
     response = types.OutgoingResponse(types.Fields.from_list([("content-type", b"text/plain")]))
-    response.set_status_code(status)
+    try:
+        response.set_status_code(status)
+    except Err:
+        text = b"refused %d" % status
     body = response.body()
     types.ResponseOutparam.set(response_out, Ok(response))
     stream = body.write()
@@ -36,6 +40,8 @@ class IncomingHandler(exports.IncomingHandler):
                 kept.append(types.Fields())
                 if len(kept) % 100_000 == 0:
                     print(f"kept {len(kept)}")
+        elif path.startswith("/status/"):
+            answer(response_out, int(path.removeprefix("/status/")), b"a body")
         elif path.startswith("/random/"):
             data = random.get_random_bytes(int(path.removeprefix("/random/")))
             answer(response_out, 200, str(len(data)).encode())
