@@ -151,13 +151,11 @@ class Http11Protocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_bytes = 0
         # The head ended inside this chunk, so the count of whole chunks never saw its last part;
         # it is measured only when it could be over (the sum is ~1 us of a request with nine headers).
-        if (
-            self._head_bytes + self._chunk_bytes > self.max_head_bytes
-            and self._head_size() > self.max_head_bytes
-        ):
+        could_be_over = self._head_bytes + self._chunk_bytes > self.max_head_bytes
+        self._head_bytes = 0
+        if could_be_over and self._head_size() > self.max_head_bytes:
             self._refusal = self._too_large()
             raise self._refusal  # httptools stops parsing; uvicorn calls send_400_response
         super().on_headers_complete()

@@ -106,6 +106,17 @@ def test_a_whole_head_over_the_bound_gets_431_and_the_connection_closes(port: in
     assert closed
 
 
+def test_a_head_over_the_bound_that_ends_in_a_later_chunk_gets_431(port: int) -> None:
+    """Most of the head first (under the bound), then its end: the whole is over the bound."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (LIMIT - 200))
+        time.sleep(0.1)  # a chunk of its own
+        conn.sendall(b"a" * 400 + b"\r\n\r\n")
+        status, fields, body = _answer(conn)
+        _error(status, fields, body, 431, "request_header_fields_too_large")
+        assert _closed(conn)
+
+
 def test_a_head_that_never_ends_is_refused_once_the_bound_has_arrived(port: int) -> None:
     """A client streaming one endless header hears 431 after about the bound, not at its end."""
     with socket.create_connection(("127.0.0.1", port)) as conn:
