@@ -1,15 +1,21 @@
 """Test guest: asks the host to hold or make ever more on its behalf, with little of its own
 memory: `/fields/N` appends N-byte values to one `fields` without end, `/handles` keeps new
 `fields` handles without end, `/random/N` asks for N random bytes at once, `/status/N` answers
-N with a body (or 200 saying the status was refused), `/ok` answers."""
+N with a body (or 200 saying the status was refused), `/length/N` says its 6-byte body has N,
+`/ok` answers."""
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
 from wit_world.imports import random, types
 
 
-def answer(response_out: types.ResponseOutparam, status: int, text: bytes) -> None:
-    response = types.OutgoingResponse(types.Fields.from_list([("content-type", b"text/plain")]))
+def answer(
+    response_out: types.ResponseOutparam, status: int, text: bytes, length: int | None = None
+) -> None:
+    fields = [("content-type", b"text/plain")]
+    if length is not None:
+        fields.append(("content-length", str(length).encode()))
+    response = types.OutgoingResponse(types.Fields.from_list(fields))
     try:
         response.set_status_code(status)
     except Err:
@@ -42,6 +48,8 @@ class IncomingHandler(exports.IncomingHandler):
                     print(f"kept {len(kept)}")
         elif path.startswith("/status/"):
             answer(response_out, int(path.removeprefix("/status/")), b"a body")
+        elif path.startswith("/length/"):
+            answer(response_out, 200, b"a body", int(path.removeprefix("/length/")))
         elif path.startswith("/random/"):
             data = random.get_random_bytes(int(path.removeprefix("/random/")))
             answer(response_out, 200, str(len(data)).encode())
