@@ -186,6 +186,7 @@ class Invocation:
         self.inline = False
         self.inline_until = 0.0  # the thread's CPU time (s) past which an inline run moves
         self.kept: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self.held: HostHeld | None = None  # the instance's, set by the runtime as it runs
 
     def release(self) -> None:
         """Let go of what the invocation carried once its guest is done. Its stdio sinks and
@@ -299,6 +300,32 @@ class _Current(threading.local):
 
 
 current = _Current()
+
+
+class HostHeld:
+    """Bytes one instance's guest has the host keep in `fields` it made, live: charged as they
+    grow, given back as they are freed. One `fields` is bounded by itself; this bounds them all,
+    which the resource cap alone left at 100,000 times that (see _http.Fields)."""
+
+    __slots__ = ("_lock", "held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()  # freed on whichever thread lets go of the last reference
+
+    def charge(self, n: int) -> None:
+        with self._lock:
+            if self.held + n > self.limit:
+                raise guest_trap(
+                    f"wasi:http/types.fields: the guest's fields would hold {self.held + n} bytes of "
+                    f"the host's memory, more than {self.limit} (an eighth of the function's memory_mb)"
+                )
+            self.held += n
+
+    def refund(self, n: int) -> None:
+        with self._lock:
+            self.held -= n
 
 
 def guest_trap(message: str) -> WasmtimeError:

@@ -16,7 +16,7 @@ from typing import Any, cast
 from wasmtime.component import Variant
 
 from ._canon import Err, HostResource, Ok
-from ._context import Invocation, guest_trap, inv
+from ._context import HostHeld, Invocation, current, guest_trap, inv
 from ._streams import ChunkSink, ChunkSource, InputStream, IoError, OutputStream, Pollable, always_ready
 from .api import OutboundRequest, OutboundResponse, OutboundTimeouts
 from .errors import FunctionFailed, OutboundDenied, OutboundError
@@ -89,15 +89,42 @@ def _fits(size: int) -> None:
 
 
 class Fields(HostResource):
-    """Headers or trailers. A guest's own (mutable) ones are bounded by FIELDS_MAX_BYTES; those the
-    host makes from a message it received are bounded by how that message was taken in."""
+    """Headers or trailers. A guest's own (mutable) ones are bounded one by one (FIELDS_MAX_BYTES)
+    and together, while they live, by the instance's HostHeld; those the host makes from a message
+    it received are bounded by how that message was taken in."""
 
     resource_id = RID.FIELDS
+    _held: HostHeld | None = None  # what this one's bytes are charged to, while it lives
 
     def __init__(self, entries: list[tuple[str, bytes]] | None = None, *, immutable: bool = False) -> None:
         self.entries_ = entries if entries is not None else []
         self.immutable = immutable
-        self.size = _size(self.entries_) if entries and not immutable else 0  # what a guest may grow
+        self.size = 0
+        if not immutable:  # as `_resize(size)` would, without its call: a response's fields each time
+            size = _size(self.entries_) if entries else 0
+            if size > FIELDS_MAX_BYTES:
+                _fits(size)
+            i = current.inv
+            held = None if i is None else i.held
+            if held is not None:
+                if size:
+                    held.charge(size)
+                self._held = held
+            self.size = size
+
+    def _resize(self, size: int) -> None:
+        """Takes `size` as this one's, if the bounds allow (else the guest traps)."""
+        _fits(size)
+        if self._held is not None and size != self.size:
+            if size > self.size:
+                self._held.charge(size - self.size)
+            else:
+                self._held.refund(self.size - size)
+        self.size = size
+
+    def __del__(self) -> None:
+        if self._held is not None and self.size:
+            self._held.refund(self.size)
 
     @staticmethod
     def _check(name: str, value: bytes | None = None) -> Variant | None:
@@ -117,9 +144,7 @@ class Fields(HostResource):
             if bad is not None:
                 return Err(bad)
             out.append((name.lower(), value))
-        fields = cls(out)
-        _fits(fields.size)
-        return Ok(fields)
+        return Ok(cls(out))
 
     def get(self, name: str) -> list[bytes]:
         n = name.lower()
@@ -138,9 +163,8 @@ class Fields(HostResource):
                 return Err(bad)
         n = name.lower()
         entries = [(k, v) for k, v in self.entries_ if k != n] + [(n, v) for v in values]
-        size = _size(entries)
-        _fits(size)
-        self.entries_, self.size = entries, size
+        self._resize(_size(entries))
+        self.entries_ = entries
         return Ok(None)
 
     def delete(self, name: str) -> Ok | Err:
@@ -151,7 +175,7 @@ class Fields(HostResource):
             return Err(bad)
         n = name.lower()
         self.entries_ = [(k, v) for k, v in self.entries_ if k != n]
-        self.size = _size(self.entries_)
+        self._resize(_size(self.entries_))
         return Ok(None)
 
     def append(self, name: str, value: bytes) -> Ok | Err:
@@ -160,10 +184,8 @@ class Fields(HostResource):
         bad = self._check(name, value)
         if bad is not None:
             return Err(bad)
-        size = self.size + len(name) + len(value) + ENTRY_BYTES
-        _fits(size)
+        self._resize(self.size + len(name) + len(value) + ENTRY_BYTES)
         self.entries_.append((name.lower(), value))
-        self.size = size
         return Ok(None)
 
     def entries(self) -> list[tuple[str, bytes]]:

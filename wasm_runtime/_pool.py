@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from wasmtime import Store
 
 if TYPE_CHECKING:
+    from ._context import HostHeld
     from ._hostcall import Export
 
 WINDOW_S = 10.0
@@ -58,6 +59,7 @@ class Warm:
     memory_probe: Export | None = None  # see _memory_probe
     served: int = 0
     single_use: bool = False  # made ahead for a fresh pool: serves one request, then is spent
+    held: HostHeld | None = None  # what its guest has the host keep (set by the runtime)
 
 
 class WarmPool:

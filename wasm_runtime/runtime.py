@@ -37,6 +37,7 @@ from ._context import (
     GuestExit,
     HostAbort,
     HostCancelled,
+    HostHeld,
     HostTimeout,
     Invocation,
     NeedsThread,
@@ -618,9 +619,10 @@ class Runtime:
         except BaseException:
             store.close()  # now, not when the error's traceback lets go of it (it may hold a slot)
             raise
+        held = HostHeld(memory_mb << 17)  # an eighth of its memory
         if plan is None or probe is None:
-            return Warm(store, handle, None)
-        return Warm(store, handle, _crossing.export(store, probe, plan))
+            return Warm(store, handle, None, held=held)
+        return Warm(store, handle, _crossing.export(store, probe, plan), held=held)
 
     def _ticks(self, inv: Invocation) -> int:
         if inv.inline:
@@ -683,6 +685,7 @@ class Runtime:
             else:
                 warm.handle.set_epoch_deadline(self._ticks(inv))
             stats.instance_slot = isinstance(warm.store, SlotStore)
+            inv.held = warm.held
             warm.handle(IncomingRequest(inv), ResponseOutparam(outcome.on_set))
             warm.served += 1
             stats.max_memory_bytes = _memory_used(comp, warm)

@@ -1,5 +1,6 @@
 """What a guest can make its host keep or make is bounded, as wasmtime bounds it since
-GHSA-852m-cvvp-9p4w: a `fields` (FIELDS_MAX_BYTES), the host resources one instance holds at once
+GHSA-852m-cvvp-9p4w: a `fields` (FIELDS_MAX_BYTES), all the fields an instance's guest made while
+they live (an eighth of its memory_mb), the host resources one instance holds at once
 (MAX_LIVE_RESOURCES) and random bytes asked for at once (RANDOM_MAX_BYTES). Past a bound the guest
 traps as function_crashed, saying which, and the runtime goes on serving. Without the bounds the
 host kept ~25 MB more a second for a guest growing a `fields` or holding handles (outside the
@@ -28,10 +29,11 @@ LIMITS = Limits(memory_mb=128, timeout_s=30)
     ("path", "said"),
     [
         ("/fields/1000", f"more than the sandbox keeps for one fields ({FIELDS_MAX_BYTES})"),
+        ("/keep/10000", f"more than {LIMITS.memory_mb << 17} (an eighth of the function's memory_mb)"),
         ("/handles", f"holds {MAX_LIVE_RESOURCES} host resources at once"),
         (f"/random/{4 * RANDOM_MAX_BYTES}", f"{4 * RANDOM_MAX_BYTES} bytes asked for at once"),
     ],
-    ids=["fields", "handles", "random"],
+    ids=["fields", "fields-kept", "handles", "random"],
 )
 def test_a_guest_past_a_host_bound_traps_saying_which_and_the_runtime_goes_on(
     components: dict[str, Path], data_dir: Path, path: str, said: str
@@ -58,6 +60,19 @@ def test_a_guest_past_a_host_bound_traps_saying_which_and_the_runtime_goes_on(
     assert any(said in line for line in lines), lines  # the function's own log says why
     assert elapsed < 20, "the bound was not what stopped it"
     assert (ok_status, ok_body) == (200, b"ok")
+
+
+def test_fields_dropped_give_their_bytes_back(components: dict[str, Path], data_dir: Path) -> None:
+    """5,000 fields of 10 KB made and dropped one after another: 50 MB in all, never more than one
+    alive, within an eighth of 128 MB; kept, they are refused past it (above)."""
+
+    async def main() -> tuple[int, bytes]:
+        async with runtime(data_dir) as rt:
+            hog = await rt.load(components["hosthog"])
+            resp = await rt.invoke(hog, request("/churn/10000"), limits=LIMITS)
+            return resp.status, await drain(resp)
+
+    assert arun(main()) == (200, b"0 kept")
 
 
 def test_random_bytes_within_the_bound_are_given(components: dict[str, Path], data_dir: Path) -> None:

@@ -1,5 +1,6 @@
 """Test guest: asks the host to hold or make ever more on its behalf, with little of its own
-memory: `/fields/N` appends N-byte values to one `fields` without end, `/handles` keeps new
+memory: `/fields/N` appends N-byte values to one `fields` without end, `/keep/N` and `/churn/N`
+make 5,000 `fields` of one N-byte value each, keeping or dropping each, `/handles` keeps new
 `fields` handles without end, `/random/N` asks for N random bytes at once, `/status/N` answers
 N with a body (or 200 saying the status was refused), `/length/N` says its 6-byte body has N,
 `/ok` answers."""
@@ -9,9 +10,7 @@ from wit_world import exports
 from wit_world.imports import random, types
 
 
-def answer(
-    response_out: types.ResponseOutparam, status: int, text: bytes, length: int | None = None
-) -> None:
+def answer(response_out: types.ResponseOutparam, status: int, text: bytes, length: int | None = None) -> None:
     fields = [("content-type", b"text/plain")]
     if length is not None:
         fields.append(("content-length", str(length).encode()))
@@ -40,6 +39,18 @@ class IncomingHandler(exports.IncomingHandler):
                 n += 1
                 if n % 100_000 == 0:
                     print(f"appended {n}")
+        elif path.startswith(("/keep/", "/churn/")):
+            # one N-byte value in each of many fields, kept or each dropped before the next
+            kind, _, size = path[1:].partition("/")
+            value = b"v" * int(size)
+            kept = []
+            for _ in range(5000):
+                fields = types.Fields.from_list([("x-grow", value)])
+                if kind == "keep":
+                    kept.append(fields)
+                else:
+                    fields.__exit__(None, None, None)
+            answer(response_out, 200, b"%d kept" % len(kept))
         elif path == "/handles":
             kept = []
             while True:
