@@ -43,8 +43,9 @@ IMMUTABLE = Variant("immutable")
 # What a guest may put in one `fields`: names and values, and ENTRY_BYTES more an entry (as HTTP/2
 # counts a header table). Unbounded, a guest appending to one `fields` in a loop had the host keep
 # ~25 MB more a second until its timeout (wasmtime's GHSA-852m-cvvp-9p4w; `wasmtime serve` traps
-# at its own `max-http-fields-size`). 64 KiB is what the gateway takes in a request's whole head.
-FIELDS_MAX_BYTES = 64 * 1024
+# at its own `max-http-fields-size`). Twice the gateway's default bound on a request's whole head
+# (and on an origin's response head), so what a guest received fits in one it makes to pass it on.
+FIELDS_MAX_BYTES = 128 * 1024
 ENTRY_BYTES = 32
 
 
