@@ -8,9 +8,10 @@ exhaust any node's memory. Here a request's head past `max_head_bytes` (`[node]
 max_request_head_bytes`, 64 KiB by default; Envoy's is 60 KiB) is refused with 431 as soon as
 that many bytes of it have arrived, without waiting for its end, and the connection is closed.
 Nor did uvicorn time a head: a connection that sent nothing, or half a request line, was held for
-ever (slowloris); one whose head is not complete `head_timeout_s` after it opened or after the
-head's first byte (`[node] request_head_timeout_s`, 60 s as nginx's `client_header_timeout`) gets
-408 and is closed, found by one sweep of a listener's connections at most a second apart.
+ever (slowloris); one whose head is not complete `head_timeout_s` after its first byte (`[node]
+request_head_timeout_s`, 60 s as nginx's `client_header_timeout`) gets 408 and is closed, and one
+that sent nothing that long after it opened is closed; both found by one sweep of a listener's
+connections at most a second apart.
 Between requests uvicorn's keep-alive timeout closes an idle connection.
 What httptools cannot parse gets DESIGN.md's 400 JSON rather than uvicorn's plain text.
 
@@ -141,6 +142,11 @@ class Http11Protocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self._head_since = now  # a pipelined head: its time starts when the response before ends
         elif now - self._head_since > self.head_timeout_s:
+            if not self._in_head:
+                # Nothing sent yet: closed without an answer, as nginx and uvicorn's keep-alive
+                # timeout close an idle connection (a 408 could cross a request just sent).
+                self.transport.close()
+                return
             self._refusal = RequestTimeout(f"no complete request head within {self.head_timeout_s:g} s")
             self.send_400_response("")
 
