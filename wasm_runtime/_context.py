@@ -303,9 +303,10 @@ current = _Current()
 
 
 class HostHeld:
-    """Bytes one instance's guest has the host keep in `fields` it made, live: charged as they
-    grow, given back as they are freed. One `fields` is bounded by itself; this bounds them all,
-    which the resource cap alone left at 100,000 times that (see _http.Fields)."""
+    """Bytes one instance's guest has the host keep, live: in `fields` it made (charged as they
+    grow, given back as they are freed) and in bodies it wrote that are not sent yet (a stream's
+    room shrinks with what is left). One `fields` or one body is bounded by itself; this bounds
+    them all, which the resource cap alone left at 100,000 times that (_http.Fields, _streams.ChunkSink)."""
 
     __slots__ = ("_lock", "held", "limit")
 
@@ -321,6 +322,11 @@ class HostHeld:
                     f"wasi:http/types.fields: the guest's fields would hold {self.held + n} bytes of "
                     f"the host's memory, more than {self.limit} (an eighth of the function's memory_mb)"
                 )
+            self.held += n
+
+    def add(self, n: int) -> None:
+        """Charged without a check: what a stream took within the room it was given."""
+        with self._lock:
             self.held += n
 
     def refund(self, n: int) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from wasmtime.component import Variant
 
 from ._canon import Err, HostResource, Ok
-from ._context import Invocation, inv
+from ._context import HostHeld, Invocation, guest_trap, inv
 from .api import LastChunk
 from .ids import RID
 
@@ -181,11 +181,16 @@ class ChunkSource:
 class ChunkSink:
     """Flushed guest writes, queued for a consumer on the event loop."""
 
+    _held: HostHeld | None = None
+
     def __init__(self, invocation: Invocation, capacity: int = SINK_CAPACITY) -> None:
         self._inv = invocation
         self.capacity = capacity
         self._chunks: collections.deque[bytes] = collections.deque()
         self._queued = 0
+        # Queued bytes count against the instance's HostHeld: a guest filling the bodies of many
+        # requests it never sends would otherwise have the host keep a capacity's worth of each.
+        self._held = invocation.held
         self.closed = False
         self.error: BaseException | None = None
         self.consumer_gone = False
@@ -193,9 +198,14 @@ class ChunkSink:
 
     # worker side
     def room(self) -> int:
-        return max(0, self.capacity - self._queued)
+        held = self._held
+        if held is None:
+            return max(0, self.capacity - self._queued)
+        return max(0, min(self.capacity - self._queued, held.limit - held.held))
 
     def push(self, chunk: bytes) -> None:
+        if self._held is not None:
+            self._held.add(len(chunk))
         with self._inv.cond:
             self._chunks.append(chunk)
             self._queued += len(chunk)
@@ -228,6 +238,8 @@ class ChunkSink:
                 with self._inv.cond:
                     chunk = self._chunks.popleft()
                     self._queued -= len(chunk)
+                    if self._held is not None:
+                        self._held.refund(len(chunk))  # before the wake: the guest may wait on room
                     last = (
                         self.closed and not self._chunks and self.error is None and len(chunk) <= LAST_TAG_MAX
                     )
@@ -237,6 +249,10 @@ class ChunkSink:
             if not (self.closed and not self._chunks):
                 self.consumer_gone = True
                 self._inv.wake()
+
+    def __del__(self) -> None:
+        if self._held is not None and self._queued:
+            self._held.refund(self._queued)  # never consumed: an outgoing request never sent
 
 
 class LineSink:
@@ -338,6 +354,14 @@ class OutputStream(HostResource):
     def write(self, data: bytes) -> Ok | Err:
         if self._gone():
             return Err(CLOSED)
+        if len(self._pending) + len(data) > self.sink.room():
+            # More than check-write would permit now: queued, a guest ignoring it would have the
+            # host keep all it writes. wasmtime's body streams trap the same way ("write exceeded
+            # budget"), on the room there is, whether or not check-write was asked.
+            raise guest_trap(
+                f"wasi:io/streams.output-stream.write: {len(data)} bytes where check-write permits "
+                f"{self._room()}"
+            )
         self._pending += data
         if len(self._pending) >= AUTO_FLUSH:
             self.push_pending()

@@ -142,7 +142,9 @@ def test_a_big_flushed_chunk_wakes_the_loop_at_once_and_a_small_one_waits_for_co
     from wasm_runtime._streams import HOLD_BYTES, ChunkSink
 
     posts: list[bool] = []
-    inv = SimpleNamespace(cond=threading.Condition(), post=lambda fn, hold=True: posts.append(hold))
+    inv = SimpleNamespace(
+        cond=threading.Condition(), post=lambda fn, hold=True: posts.append(hold), held=None
+    )
     sink = ChunkSink(inv)  # type: ignore[arg-type]
     sink.push(b"x" * 16)
     sink.push(b"x" * HOLD_BYTES)

@@ -8,6 +8,7 @@ guest's own memory limit), and 64 MiB of random bytes took a worker past 5 GB.""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +17,10 @@ from wasm_runtime._hostcall import MAX_LIVE_RESOURCES
 from wasmtime import WasmtimeError
 
 from wasm_runtime import FunctionTrap, Limits
+from wasm_runtime._canon import Ok
+from wasm_runtime._context import current
 from wasm_runtime._http import ENTRY_BYTES, FIELDS_MAX_BYTES, Fields
+from wasm_runtime._streams import SINK_CAPACITY, ChunkSink, OutputStream
 from wasm_runtime._wasi import RANDOM_MAX_BYTES
 
 from .conftest import arun
@@ -73,6 +77,54 @@ def test_fields_dropped_give_their_bytes_back(components: dict[str, Path], data_
             return resp.status, await drain(resp)
 
     assert arun(main()) == (200, b"0 kept")
+
+
+def test_bodies_of_requests_never_sent_stop_getting_room_at_the_instance_bound(
+    components: dict[str, Path], data_dir: Path
+) -> None:
+    """64 KiB into the body of one outgoing request after another, none sent: check-write gives no
+    more room once they hold an eighth of memory_mb together (each alone may take 1 MiB), and the
+    room comes back when they are dropped (the guest then answers). Without the bound the host
+    queued 64 KiB more for each new request until the guest's own memory ran out."""
+
+    async def main() -> tuple[int, bytes]:
+        async with runtime(data_dir) as rt:
+            hog = await rt.load(components["hosthog"])
+            resp = await rt.invoke(hog, request("/bodies/65536"), limits=LIMITS)
+            return resp.status, await drain(resp)
+
+    status, body = arun(main())
+    written = int(body.split()[0])
+    assert status == 200 and body.endswith(b" written")
+    assert written == LIMITS.memory_mb << 17
+
+
+def test_a_write_past_what_check_write_permits_traps() -> None:
+    """A stream queues no more than its room (what check-write permits): a guest ignoring it
+    would otherwise have the host keep all it writes."""
+    sink = ChunkSink(_Alone())  # type: ignore[arg-type]
+    stream = OutputStream(sink)
+    current.inv = sink._inv  # type: ignore[assignment]
+    try:
+        assert stream.check_write() == Ok(SINK_CAPACITY)
+        assert stream.write(b"a" * SINK_CAPACITY) == Ok(None)  # all it may queue, nobody reading
+        assert stream.check_write() == Ok(0)
+        with pytest.raises(WasmtimeError, match="1 bytes where check-write permits 0"):
+            stream.write(b"a")
+    finally:
+        current.inv = None
+
+
+class _Alone:
+    """An invocation as a stream sees it, with nobody reading its sink."""
+
+    held = None
+    io_max = SINK_CAPACITY
+    cond = threading.Condition()
+    unflushed: set[object] = set()
+
+    def post(self, fn: object, *args: object, hold: bool = False) -> bool:
+        return True
 
 
 def test_random_bytes_within_the_bound_are_given(components: dict[str, Path], data_dir: Path) -> None:

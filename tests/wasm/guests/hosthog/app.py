@@ -1,6 +1,7 @@
 """Test guest: asks the host to hold or make ever more on its behalf, with little of its own
 memory: `/fields/N` appends N-byte values to one `fields` without end, `/keep/N` and `/churn/N`
-make 5,000 `fields` of one N-byte value each, keeping or dropping each, `/handles` keeps new
+make 5,000 `fields` of one N-byte value each, keeping or dropping each, `/bodies/N` writes N
+bytes into the body of outgoing requests it never sends while there is room, `/handles` keeps new
 `fields` handles without end, `/random/N` asks for N random bytes at once, `/status/N` answers
 N with a body (or 200 saying the status was refused), `/length/N` says its 6-byte body has N,
 `/ok` answers."""
@@ -51,6 +52,28 @@ class IncomingHandler(exports.IncomingHandler):
                 else:
                     fields.__exit__(None, None, None)
             answer(response_out, 200, b"%d kept" % len(kept))
+        elif path.startswith("/bodies/"):
+            # N bytes into the body of one outgoing request after another, never sent, while the
+            # host gives room; then all dropped, and the answer says how much was written
+            chunk = b"b" * int(path.removeprefix("/bodies/"))
+            kept = []
+            written = 0
+            while True:
+                outgoing = types.OutgoingRequest(types.Fields())
+                body = outgoing.body()
+                stream = body.write()
+                kept.append((outgoing, body, stream))
+                room = stream.check_write()
+                if room == 0:
+                    break
+                stream.write(chunk[: min(room, len(chunk))])
+                stream.flush()
+                written += min(room, len(chunk))
+            for outgoing, body, stream in reversed(kept):
+                stream.__exit__(None, None, None)
+                body.__exit__(None, None, None)
+                outgoing.__exit__(None, None, None)
+            answer(response_out, 200, b"%d written" % written)
         elif path == "/handles":
             kept = []
             while True:
