@@ -101,17 +101,11 @@ class Fields(HostResource):
         self.entries_ = entries if entries is not None else []
         self.immutable = immutable
         self.size = 0
-        if not immutable:  # as `_resize(size)` would, without its call: a response's fields each time
-            size = _size(self.entries_) if entries else 0
-            if size > FIELDS_MAX_BYTES:
-                _fits(size)
+        if not immutable:
             i = current.inv
-            held = None if i is None else i.held
-            if held is not None:
-                if size:
-                    held.charge(size)
-                self._held = held
-            self.size = size
+            if i is not None:
+                self._held = i.held
+            self._resize(_size(self.entries_) if entries else 0)
 
     def _resize(self, size: int) -> None:
         """Takes `size` as this one's, if the bounds allow (else the guest traps)."""
