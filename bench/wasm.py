@@ -61,6 +61,7 @@ from bench.harness import (
     write_section,
 )
 from bench.proxy import edgefn_argv, group_cpu_s
+from gateway.server import raise_open_files_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "bench.wasm"
@@ -775,12 +776,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def raise_nofile(want: int) -> None:
-    """Children inherit the limit: edgefn and the peers each hold `--held` sockets at once."""
+    """Children inherit the limit: edgefn and the peers each hold `--held` sockets at once. Raised
+    as `edgefn serve` raises its own (to the hard limit), so the peers get as many."""
+    raise_open_files_limit()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    if target < want:
+    if soft != resource.RLIM_INFINITY and soft < want:
         raise BenchError(f"RLIMIT_NOFILE hard limit {hard} is below the {want} the held streams need")
 
 
